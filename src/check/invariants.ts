@@ -1,0 +1,319 @@
+/**
+ * The invariants of DESIGN.md section 3 that are checked on a stopped world
+ * (all actors parked), plus the reader of violations recorded live
+ * (`frame-use-after-free`, `lock-held`, `kernel-bug`) in the shared ring.
+ *
+ * Each check returns violations with the page or table involved; none can
+ * pass vacuously (test/invariants.test.ts breaks a state by hand for each).
+ */
+import type { Kvm } from '../kvm/kvm.js';
+import { CTRL, MAX_MEMSLOTS, VIOLATION_WORDS, MAX_VIOLATIONS } from '../shm/layout.js';
+import {
+  LEVEL_PMD,
+  LEVEL_PTE,
+  PTRS_PER_TABLE,
+  descIsTable,
+  descOa,
+  descValid,
+  descWritable,
+  describeDesc,
+  pmdIsBlock,
+} from '../arch/stage2.js';
+import { ROOT_TABLE, TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG } from '../kvm/pgtable.js';
+import { HPTE_FRAME_MASK, HPTE_PRESENT } from '../mm/hostpt.js';
+import { FRAME_DEVICE } from '../mm/frames.js';
+import { SHADOW_DISCARDED } from '../mm/hostops.js';
+import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
+import { INVARIANTS, type InvariantName } from './names.js';
+import { actorName } from '../vm.js';
+import { UAF_WRITE } from '../kvm/vcpu.js';
+
+export interface Violation {
+  invariant: InvariantName;
+  message: string;
+  actor: string;
+  /** The guest page involved, if any. */
+  gfn?: number;
+  /** The table page involved, if any. */
+  table?: number;
+}
+
+/** At most this many violations per check are listed; the rest are counted. */
+export const MAX_LISTED = 8;
+
+class Collector {
+  readonly list: Violation[] = [];
+  more = 0;
+  constructor(private readonly invariant: InvariantName) {}
+  add(message: string, extra: Partial<Violation> = {}): void {
+    if (this.list.length < MAX_LISTED) this.list.push({ invariant: this.invariant, message, actor: 'orchestrator', ...extra });
+    else this.more++;
+  }
+  done(): Violation[] {
+    if (this.more > 0) {
+      this.list.push({ invariant: this.invariant, message: `... and ${this.more} more of the same kind`, actor: 'orchestrator' });
+    }
+    return this.list;
+  }
+}
+
+function hostValue(kvm: Kvm, gfn: number): { present: boolean; frame: number; value: number } {
+  const m = kvm.m;
+  const v = Atomics.load(m, kvm.layout.hpte + gfn);
+  if ((v & HPTE_PRESENT) === 0) return { present: false, frame: 0, value: 0 };
+  const frame = v & HPTE_FRAME_MASK;
+  return { present: true, frame, value: Atomics.load(m, kvm.layout.frameData + frame) };
+}
+
+/** shadow-equal: memory read through the host mapping equals what the guest wrote last. */
+export function checkShadowEqual(kvm: Kvm): Violation[] {
+  const c = new Collector('shadow-equal');
+  const m = kvm.m;
+  const L = kvm.layout;
+  for (let gfn = 0; gfn < L.pages; gfn++) {
+    const want = Atomics.load(m, L.shadow + gfn);
+    if (want === SHADOW_DISCARDED) continue;
+    const h = hostValue(kvm, gfn);
+    if (h.value !== want) {
+      c.add(
+        `gfn ${gfn}: guest last wrote ${fmtValue(want)} but the host mapping reads ${fmtValue(h.value)} (frame ${h.present ? h.frame : 'none'}): a write went to a stale or freed frame, or was lost`,
+        { gfn },
+      );
+    }
+  }
+  return c.done();
+}
+
+/** table-conservation: in use == reachable from the root, refcount == 1 + valid entries. */
+export function checkTableConservation(kvm: Kvm): Violation[] {
+  const c = new Collector('table-conservation');
+  const m = kvm.m;
+  const L = kvm.layout;
+  const reached = new Uint8Array(L.tables);
+  const visit = (table: number, level: number, firstGfn: number): void => {
+    if (reached[table]) {
+      c.add(`table #${table} is reachable twice (second time at level ${level}, gfn ${firstGfn})`, { table });
+      return;
+    }
+    reached[table] = 1;
+    const state = m[L.tableState + table];
+    if (state !== TABLE_LIVE) c.add(`table #${table} is reachable from the root but its page is ${state === TABLE_FREE ? 'free' : 'in a memory cache'}`, { table });
+    let valid = 0;
+    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    for (let i = 0; i < PTRS_PER_TABLE; i++) {
+      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      if (!descValid(d)) continue;
+      valid++;
+      if (level < LEVEL_PTE && descIsTable(d)) visit(descOa(d), level + 1, firstGfn + i * span);
+    }
+    const ref = Atomics.load(m, L.tableRef + table);
+    if (ref !== 1 + valid) {
+      c.add(`table #${table} (level ${level}, from gfn ${firstGfn}) has refcount ${ref} but ${valid} valid entries (expected ${1 + valid})`, {
+        table,
+        gfn: firstGfn,
+      });
+    }
+  };
+  visit(ROOT_TABLE, 1, 0);
+  // Pages in memory caches are allocated but not in the tables.
+  const cached = new Uint8Array(L.tables);
+  for (let a = 0; a < L.nActors; a++) {
+    const base = L.memcache + a * L.memcacheWords;
+    for (let i = 0; i < m[base]; i++) cached[m[base + 1 + i]] = 1;
+  }
+  let free = 0;
+  for (let t = 0; t < L.tables; t++) {
+    const state = m[L.tableState + t];
+    if (state === TABLE_FREE) free++;
+    if (state === TABLE_LIVE && !reached[t]) {
+      const ref = m[L.tableRef + t];
+      let valid = 0;
+      for (let i = 0; i < PTRS_PER_TABLE; i++) if (descValid(m[L.tablesBase + t * PTRS_PER_TABLE + i])) valid++;
+      c.add(`table #${t} is in use (refcount ${ref}, ${valid} valid entries) but not reachable from the root: leaked`, { table: t });
+    }
+    if (state === TABLE_CACHED && !cached[t]) c.add(`table #${t} is marked cached but is in no memory cache`, { table: t });
+  }
+  if (free !== m[CTRL.TABLE_FREE_TOP]) c.add(`${free} table pages are free but the free list holds ${m[CTRL.TABLE_FREE_TOP]}`);
+  return c.done();
+}
+
+/** no-block-while-logging: after logging-on returned, no writable block maps a logged slot. */
+export function checkNoBlockWhileLogging(kvm: Kvm): Violation[] {
+  const c = new Collector('no-block-while-logging');
+  const m = kvm.m;
+  for (let s = 0; s < MAX_MEMSLOTS; s++) {
+    if (m[slotWord(kvm, s, SLOTW.ACTIVE)] === 0) continue;
+    if (Atomics.load(m, slotWord(kvm, s, SLOTW.LOG_STATE)) !== LOG_ON) continue;
+    const base = m[slotWord(kvm, s, SLOTW.BASE_GFN)];
+    const end = base + m[slotWord(kvm, s, SLOTW.NPAGES)];
+    for (let gfn = base & ~511; gfn < end; gfn += 512) {
+      const r = s2Lookup(kvm, gfn);
+      if (r.level === LEVEL_PMD && descWritable(r.desc)) {
+        c.add(`slot ${s} is logging but gfn ${gfn}..${gfn + 511} is mapped by a writable block (${describeDesc(r.desc, LEVEL_PMD)}): writes to it are not logged`, {
+          gfn,
+        });
+      }
+    }
+  }
+  return c.done();
+}
+
+/**
+ * tlb-coherent: every TLB entry matches the tables: same level, same frame,
+ * no more permission. A 4 KiB entry where the tables hold a block (or the
+ * reverse) is a TLB conflict, as arm64 reports it.
+ */
+export function checkTlbCoherent(kvm: Kvm): Violation[] {
+  const c = new Collector('tlb-coherent');
+  const m = kvm.m;
+  const L = kvm.layout;
+  for (let v = 0; v < L.vcpus; v++) {
+    const base = L.tlb + v * L.tlbWords;
+    for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) {
+      const tag = Atomics.load(m, base + s * 2);
+      if (tag === 0) continue;
+      const desc = Atomics.load(m, base + s * 2 + 1);
+      const isBlock = s >= L.tlbPageSlots;
+      const level = isBlock ? LEVEL_PMD : LEVEL_PTE;
+      const gfn = isBlock ? (tag - 1) * 512 : tag - 1;
+      const r = s2Lookup(kvm, gfn);
+      const what = `vcpu${v} TLB holds ${describeDesc(desc, level)} for gfn ${gfn}`;
+      if (r.level === 0) {
+        c.add(`${what}, but the tables map nothing there (stale entry)`, { gfn, actor: `vcpu${v}` });
+      } else if (r.level !== level) {
+        c.add(`${what}, but the tables hold ${describeDesc(r.desc, r.level)}: TLB conflict (entries of two sizes)`, { gfn, actor: `vcpu${v}` });
+      } else if (descOa(r.desc) !== descOa(desc)) {
+        c.add(`${what}, but the tables map frame ${descOa(r.desc)} (stale translation)`, { gfn, actor: `vcpu${v}` });
+      } else if (descWritable(desc) && !descWritable(r.desc)) {
+        c.add(`${what}, but the tables map it read-only (stale write permission)`, { gfn, actor: `vcpu${v}` });
+      }
+    }
+  }
+  return c.done();
+}
+
+/** frame-use-after-free at quiescence: nothing maps (host or stage-2) a freed frame. */
+export function checkFramesMappedAreLive(kvm: Kvm): Violation[] {
+  const c = new Collector('frame-use-after-free');
+  const m = kvm.m;
+  const L = kvm.layout;
+  for (let gfn = 0; gfn < L.pages; gfn++) {
+    const h = Atomics.load(m, L.hpte + gfn);
+    if ((h & HPTE_PRESENT) !== 0) {
+      const f = h & HPTE_FRAME_MASK;
+      if (m[L.frameRef + f] <= 0) c.add(`the host maps gfn ${gfn} to frame ${f}, which is free`, { gfn });
+    }
+  }
+  // Stage-2 leaves pointing at freed frames: the guest can write into them.
+  const walk = (table: number, level: number, firstGfn: number): void => {
+    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    for (let i = 0; i < PTRS_PER_TABLE; i++) {
+      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      if (!descValid(d)) continue;
+      if (level < LEVEL_PTE && descIsTable(d)) {
+        walk(descOa(d), level + 1, firstGfn + i * span);
+        continue;
+      }
+      const n = level === LEVEL_PMD && pmdIsBlock(d) ? 512 : 1;
+      for (let k = 0; k < n; k++) {
+        const f = descOa(d) + k;
+        if ((m[L.frameFlags + f] & FRAME_DEVICE) === 0 && m[L.frameRef + f] <= 0) {
+          c.add(`stage-2 maps gfn ${firstGfn + i * span + k} to frame ${f}, which is free`, { gfn: firstGfn + i * span + k });
+          break;
+        }
+      }
+    }
+  };
+  walk(ROOT_TABLE, 1, 0);
+  return c.done();
+}
+
+/** lock-held at quiescence: nobody parked holds mmu_lock. */
+export function checkLockFree(kvm: Kvm): Violation[] {
+  const c = new Collector('lock-held');
+  const owner = kvm.mmuLock.owner();
+  if (owner >= 0) c.add(`mmu_lock is held by ${actorName(kvm, owner)} at a stop-the-world point`);
+  if (Atomics.load(kvm.m, CTRL.MMU_NOTIFIER_COUNT) !== 0) {
+    c.add(`mmu_notifier_count is ${Atomics.load(kvm.m, CTRL.MMU_NOTIFIER_COUNT)} at a stop-the-world point (an invalidation never ended)`);
+  }
+  return c.done();
+}
+
+/** Every quiescence check. */
+export function checkQuiescent(kvm: Kvm): Violation[] {
+  return [
+    ...checkShadowEqual(kvm),
+    ...checkTableConservation(kvm),
+    ...checkNoBlockWhileLogging(kvm),
+    ...checkTlbCoherent(kvm),
+    ...checkFramesMappedAreLive(kvm),
+    ...checkLockFree(kvm),
+  ];
+}
+
+export function fmtValue(v: number): string {
+  if (v === 0) return '0';
+  if (v === SHADOW_DISCARDED) return 'discarded';
+  const u = v >>> 0;
+  return `0x${u.toString(16)} (vcpu${u & 127} write #${u >>> 7})`;
+}
+
+const KBUG_TEXT: Record<number, string> = {
+  [KBUG.SET_PTE_ON_HUGE_PMD]: 'stage2_set_pte() met a huge PMD',
+  [KBUG.TABLE_REF_UNDERFLOW]: 'table page refcount underflow',
+  [KBUG.FRAME_REF_UNDERFLOW]: 'frame refcount underflow',
+  [KBUG.NOTIFIER_COUNT_NEGATIVE]: 'mmu_notifier_count went negative',
+  [KBUG.TABLE_POOL_EMPTY]: 'table page pool exhausted (mmu_topup_memory_cache -ENOMEM)',
+};
+
+/** Violations recorded as they happened, from the shared ring (in order). */
+export function liveViolations(kvm: Kvm): Violation[] {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const n = Math.min(Atomics.load(m, CTRL.VIOLATION_COUNT), MAX_VIOLATIONS);
+  const out: Violation[] = [];
+  for (let i = 0; i < n; i++) {
+    const at = L.violations + i * VIOLATION_WORDS;
+    const inv = Atomics.load(m, at) - 1;
+    if (inv < 0) continue; // not yet published
+    const actor = m[at + 1];
+    const kind = m[at + 2];
+    const a = m[at + 3];
+    const b = m[at + 4];
+    const cc = m[at + 5];
+    const name = INVARIANTS[inv];
+    let message: string;
+    const extra: Partial<Violation> = {};
+    switch (name) {
+      case 'frame-use-after-free':
+        message =
+          kind === UAF_WRITE
+            ? `guest write of ${fmtValue(cc)} to gfn ${a} landed in frame ${b}, whose refcount is zero (freed)`
+            : `use of freed frame ${b} at gfn ${a}`;
+        extra.gfn = a;
+        break;
+      case 'lock-held': {
+        const tableIdx = Math.floor((a - L.tablesBase) / PTRS_PER_TABLE);
+        message = `stage-2 entry ${(a - L.tablesBase) % PTRS_PER_TABLE} of table #${tableIdx} written (new value ${describeDesc(b, LEVEL_PTE)}) without mmu_lock (held by ${actorName(kvm, cc)})`;
+        extra.table = tableIdx;
+        break;
+      }
+      case 'kernel-bug':
+        message = `${KBUG_TEXT[kind] ?? `assertion ${kind}`} (args ${a}, ${b}, ${cc})`;
+        if (kind === KBUG.SET_PTE_ON_HUGE_PMD) {
+          message = `stage2_set_pte() ${cc ? 'from a fault' : 'from change_pte (no cache)'} met a huge PMD at gfn ${a} (${describeDesc(b, LEVEL_PMD)}): the kernel would treat the block as a table`;
+          extra.gfn = a;
+        }
+        break;
+      default:
+        message = `${name} (kind ${kind}, args ${a}, ${b}, ${cc})`;
+    }
+    out.push({ invariant: name, message, actor: actorName(kvm, actor), ...extra });
+  }
+  const total = Atomics.load(m, CTRL.VIOLATION_COUNT);
+  if (total > MAX_VIOLATIONS) {
+    out.push({ invariant: out[0]?.invariant ?? 'kernel-bug', message: `... ${total - MAX_VIOLATIONS} more live violations not kept`, actor: 'orchestrator' });
+  }
+  return out;
+}
+

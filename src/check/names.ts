@@ -1,0 +1,96 @@
+/**
+ * Stable names: invariants (DESIGN.md section 3), counters (the JSON
+ * report's `counters`) and trace events. Numbered for shared memory, named
+ * for reports.
+ */
+export const INVARIANTS = [
+  'migration-equal',
+  'shadow-equal',
+  'frame-use-after-free',
+  'table-conservation',
+  'no-block-while-logging',
+  'tlb-coherent',
+  'lock-held',
+  'progress',
+  'selftest-dirty-log',
+  /** A kernel BUG_ON / VM_BUG_ON / WARN_ON the model asserts instead of trusting. */
+  'kernel-bug',
+] as const;
+export type InvariantName = (typeof INVARIANTS)[number];
+export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
+  INVARIANTS.map((n, i) => [n, i]),
+) as { readonly [K in InvariantName]: number };
+
+export const COUNTER_NAMES = [
+  'accesses',
+  'faults',
+  'blockMaps',
+  'pteMaps',
+  'dissolves',
+  'dirtyMarked',
+  'harvests',
+  'pagesCopied',
+  'invalidations',
+  'changePte',
+  'hostMigrations',
+  'tlbHits',
+  'tlbMisses',
+  'faultRetries',
+  'tlbFlushes',
+  'writes',
+  'ksmMerges',
+  'cowBreaks',
+  'thpSplits',
+  'thpCollapses',
+  'zaps',
+  'hostFaults',
+  'wpRanges',
+  'efaults',
+  'tablesFreed',
+  'loggingOn',
+  'loggingOff',
+  'skippedSame',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
+  COUNTER_NAMES.map((n, i) => [n, i]),
+) as { readonly [K in CounterName]: number };
+
+export const TRACE_EVENTS = [
+  'none',
+  'access',
+  'fault',
+  'fault.retry',
+  'map.pte',
+  'map.block',
+  'dissolve',
+  'unmap',
+  'wp',
+  'flush.ipa',
+  'flush.all',
+  'notifier.start',
+  'notifier.end',
+  'change_pte',
+  'dirty.mark',
+  'harvest',
+  'log.on',
+  'log.off',
+  'host.migrate',
+  'host.ksm',
+  'host.cow',
+  'thp.split',
+  'thp.collapse',
+  'host.zap',
+  'copy.round',
+  'stop-and-copy',
+  'table.free',
+  'table.leak',
+  'lock',
+  'unlock',
+  'park',
+  'pause',
+] as const;
+export type TraceEventName = (typeof TRACE_EVENTS)[number];
+export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(
+  TRACE_EVENTS.map((n, i) => [n, i]),
+) as { readonly [K in TraceEventName]: number };

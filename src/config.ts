@@ -1,0 +1,124 @@
+/**
+ * The model's configuration: what the shared-memory layout is sized from.
+ * Everything is validated here, at start, with an error that names the
+ * setting and the accepted range (exit code 2 at the CLI).
+ */
+import { PMD_SIZE, PAGE_SIZE, S2_OA_MAX } from './arch/stage2.js';
+
+export const PROFILES = ['v14', 'v15', 'fixed'] as const;
+export type ProfileName = (typeof PROFILES)[number];
+
+export const BACKINGS = ['anon', 'thp', 'hugetlb', 'mixed'] as const;
+export type Backing = (typeof BACKINGS)[number];
+
+export const LOCK_KINDS = ['ticket', 'tas'] as const;
+export type LockKind = (typeof LOCK_KINDS)[number];
+
+export const MIN_VCPUS = 1;
+export const MAX_VCPUS = 64;
+export const MIN_GUEST_MEM = PMD_SIZE;
+/** 16 GiB: the largest guest the frame and table numbering is laid out for. */
+export const MAX_GUEST_MEM = 16 * 1024 * 1024 * 1024;
+
+/** A configuration value is wrong; `setting` is the flag or field that is. */
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface ModelConfig {
+  vcpus: number;
+  /** Guest RAM in bytes, a multiple of 2 MiB. */
+  guestMem: number;
+  backing: Backing;
+  profile: ProfileName;
+  /** Names of injected defects (the bug zoo). */
+  bugs: string[];
+  lock: LockKind;
+  /** Keep per-call-site lock statistics. */
+  lockStats: boolean;
+  /** TLB slots per vCPU for 4 KiB entries (power of two). */
+  tlbPageSlots: number;
+  /** TLB slots per vCPU for 2 MiB block entries (power of two). */
+  tlbBlockSlots: number;
+}
+
+export const DEFAULT_MODEL: ModelConfig = {
+  vcpus: 4,
+  guestMem: 64 * 1024 * 1024,
+  backing: 'thp',
+  profile: 'fixed',
+  bugs: [],
+  lock: 'ticket',
+  lockStats: true,
+  tlbPageSlots: 256,
+  tlbBlockSlots: 16,
+};
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+export function formatBytes(n: number): string {
+  if (n % (1024 * 1024 * 1024) === 0) return `${n / (1024 * 1024 * 1024)}G`;
+  if (n % (1024 * 1024) === 0) return `${n / (1024 * 1024)}M`;
+  if (n % 1024 === 0) return `${n / 1024}K`;
+  return `${n}`;
+}
+
+/**
+ * Validate a model configuration. Throws ConfigError naming the setting.
+ * `knownBugs` is passed in to keep this file free of the zoo's details.
+ */
+export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]): ModelConfig {
+  if (!Number.isInteger(c.vcpus) || c.vcpus < MIN_VCPUS || c.vcpus > MAX_VCPUS) {
+    throw new ConfigError('--vcpus', `--vcpus must be a whole number from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${c.vcpus}`);
+  }
+  if (!Number.isInteger(c.guestMem) || c.guestMem <= 0) {
+    throw new ConfigError('--guest-mem', `--guest-mem must be a positive size such as 512M or 1G, got ${c.guestMem}`);
+  }
+  if (c.guestMem % PMD_SIZE !== 0) {
+    throw new ConfigError(
+      '--guest-mem',
+      `--guest-mem must be a multiple of 2M (one stage-2 block), got ${formatBytes(c.guestMem)} (${c.guestMem} bytes)`,
+    );
+  }
+  if (c.guestMem < MIN_GUEST_MEM || c.guestMem > MAX_GUEST_MEM) {
+    throw new ConfigError(
+      '--guest-mem',
+      `--guest-mem must be from ${formatBytes(MIN_GUEST_MEM)} to ${formatBytes(MAX_GUEST_MEM)} (the largest guest the layout can address), got ${formatBytes(c.guestMem)}`,
+    );
+  }
+  // The output field of a descriptor holds frame numbers: make sure every
+  // frame the layout will create fits (guest + device + spares, see layout).
+  const pages = c.guestMem / PAGE_SIZE;
+  if (pages * 1.25 + 4096 > S2_OA_MAX) {
+    throw new ConfigError('--guest-mem', `--guest-mem ${formatBytes(c.guestMem)} needs more frames than a descriptor can address`);
+  }
+  if (!(BACKINGS as readonly string[]).includes(c.backing)) {
+    throw new ConfigError('--backing', `--backing must be one of ${BACKINGS.join('|')}, got '${c.backing}'`);
+  }
+  if (!(PROFILES as readonly string[]).includes(c.profile)) {
+    throw new ConfigError('--profile', `--profile must be one of ${PROFILES.join('|')}, got '${c.profile}'`);
+  }
+  if (!(LOCK_KINDS as readonly string[]).includes(c.lock)) {
+    throw new ConfigError('--lock', `--lock must be one of ${LOCK_KINDS.join('|')}, got '${c.lock}'`);
+  }
+  for (const b of c.bugs) {
+    if (!knownBugs.includes(b)) {
+      throw new ConfigError('--bug', `--bug '${b}' is not a known defect; known: ${knownBugs.join(', ')}`);
+    }
+  }
+  if (!isPowerOfTwo(c.tlbPageSlots) || c.tlbPageSlots > 4096) {
+    throw new ConfigError('tlbPageSlots', `tlbPageSlots must be a power of two up to 4096, got ${c.tlbPageSlots}`);
+  }
+  if (!isPowerOfTwo(c.tlbBlockSlots) || c.tlbBlockSlots > 1024) {
+    throw new ConfigError('tlbBlockSlots', `tlbBlockSlots must be a power of two up to 1024, got ${c.tlbBlockSlots}`);
+  }
+  return c;
+}

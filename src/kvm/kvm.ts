@@ -1,0 +1,101 @@
+/**
+ * `struct kvm` of the model: typed views on the one shared region, the
+ * resolved protocol, mmu_lock, and the small helpers every part uses
+ * (counters, violations, trace rings). Built identically in every thread
+ * from the same SharedArrayBuffer and configuration.
+ */
+import { type ModelConfig } from '../config.js';
+import { type Layout, computeLayout, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
+import { type Protocol, resolveProtocol } from '../profiles.js';
+import { type SpinLock, TicketLock, TasLock, type LockStatsSink } from '../sync/spinlock.js';
+import type { Actor } from '../sync/actor.js';
+
+export const SHM_MAGIC = 0x53325354; // 'S2ST'
+
+export class Kvm {
+  readonly layout: Layout;
+  readonly m: Int32Array;
+  readonly f64: Float64Array;
+  readonly proto: Protocol;
+  /** kvm->mmu_lock */
+  readonly mmuLock: SpinLock;
+  /** Host page allocator's zone lock. */
+  readonly zoneLock: SpinLock;
+  /** kvm->slots_lock (a mutex in the kernel; a lock word here). */
+  readonly slotsLock: SpinLock;
+  /** Global table-page pool lock (the page allocator, for table pages). */
+  readonly tableLock: SpinLock;
+
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly sab: SharedArrayBuffer,
+    lockStats: LockStatsSink | null = null,
+  ) {
+    this.layout = computeLayout(cfg);
+    if (sab.byteLength < this.layout.bytes) {
+      throw new Error(`shared region is ${sab.byteLength} bytes, layout needs ${this.layout.bytes}`);
+    }
+    this.m = new Int32Array(sab, 0, this.layout.words);
+    this.f64 = new Float64Array(sab, this.layout.countersF64 * 8, this.layout.nActors * N_COUNTERS);
+    this.proto = resolveProtocol(cfg.profile, cfg.bugs);
+    const L = this.layout;
+    this.mmuLock = cfg.lock === 'tas' ? new TasLock(this.m, L.mmuLock, lockStats) : new TicketLock(this.m, L.mmuLock, lockStats);
+    this.zoneLock = new TicketLock(this.m, L.zoneLock);
+    this.slotsLock = new TicketLock(this.m, L.slotsLock);
+    this.tableLock = new TicketLock(this.m, L.tableLock);
+  }
+
+  static allocate(cfg: ModelConfig): SharedArrayBuffer {
+    const L = computeLayout(cfg);
+    const sab = new SharedArrayBuffer(L.bytes);
+    new Int32Array(sab)[CTRL.MAGIC] = SHM_MAGIC;
+    return sab;
+  }
+
+  count(actor: Actor, counter: number, n = 1): void {
+    this.f64[actor.id * N_COUNTERS + counter] += n;
+  }
+
+  counter(counter: number): number {
+    let s = 0;
+    for (let a = 0; a < this.layout.nActors; a++) s += this.f64[a * N_COUNTERS + counter];
+    return s;
+  }
+
+  actorWord(actorId: number, word: number): number {
+    return this.layout.actors + actorId * ACTOR_WORDS + word;
+  }
+
+  /**
+   * Record a violation found as it happens (live checks). Words: invariant,
+   * actor, kind, a, b, c, d. Returns false when the ring is full.
+   */
+  violation(inv: number, actorId: number, kind: number, a = 0, b = 0, c = 0, d = 0): boolean {
+    const m = this.m;
+    const n = Atomics.add(m, CTRL.VIOLATION_COUNT, 1);
+    Atomics.store(m, CTRL.FAILED, 1);
+    if (n >= MAX_VIOLATIONS) return false;
+    const at = this.layout.violations + n * VIOLATION_WORDS;
+    m[at + 1] = actorId;
+    m[at + 2] = kind;
+    m[at + 3] = a;
+    m[at + 4] = b;
+    m[at + 5] = c;
+    m[at + 6] = d;
+    Atomics.store(m, at, inv + 1); // published last
+    return true;
+  }
+
+  /** Append an event to the actor's trace ring (the last TRACE_RING events). */
+  trace(actor: Actor, ev: number, a: number, b = 0, c = 0): void {
+    const base = this.layout.trace + actor.id * (1 + TRACE_RING * TRACE_WORDS);
+    const m = this.m;
+    const head = m[base];
+    const at = base + 1 + (head % TRACE_RING) * TRACE_WORDS;
+    m[at] = ev;
+    m[at + 1] = a;
+    m[at + 2] = b;
+    m[at + 3] = c;
+    m[base] = head + 1;
+  }
+}

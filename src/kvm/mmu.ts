@@ -1,0 +1,186 @@
+/**
+ * The stage-2 fault path: kvm_handle_guest_abort() -> user_mem_abort(), as
+ * in arch/arm/kvm/mmu.c. The three profiles differ here (KERNEL-FACTS.md
+ * section 1): v14 is the seed patch as posted, v15 the merged code of Linux
+ * 4.x, fixed adds the later upstream fixes (in pgtable.ts).
+ */
+import type { Kvm } from './kvm.js';
+import type { Actor } from '../sync/actor.js';
+import { SITE } from '../sync/sites.js';
+import { LS } from '../sync/locksites.js';
+import { CTRL, KVM_MMU_CACHE_MIN_PAGES, KVM_NR_MEM_OBJS } from '../shm/layout.js';
+import { CNT, EV } from '../check/names.js';
+import { mkWrite, pfnPmdHuge, pfnPte } from '../arch/stage2.js';
+import {
+  EFAULT,
+  KVM_S2PTE_FLAG_IS_IOMAP,
+  KVM_S2_FLAG_LOGGING_ACTIVE,
+  mmuTopupMemoryCache,
+  stage2SetPmdHuge,
+  stage2SetPte,
+} from './pgtable.js';
+import { mmuNotifierRetry } from './notifier.js';
+import { gfnToMemslot, kvmGetLoggingState, markPageDirty, memslotIsLogging, slotFlags, SLOTW, slotWord } from './memslot.js';
+import { srcuReadLock, srcuReadUnlock } from '../sync/srcu.js';
+import { gfnToPfnProt } from '../mm/hostfault.js';
+import { BACKING_HUGETLB, regionBacking } from '../mm/hostpt.js';
+import { FRAME_DEVICE, FRAME_THP, getPage, putPage } from '../mm/frames.js';
+
+/** user_mem_abort() returned without mapping: mmu_notifier_retry said so. */
+export const FAULT_RETRY = 1;
+
+/**
+ * transparent_hugepage_adjust(): if the frame is part of a THP, switch to the
+ * head frame (moving the reference) and return the 2 MiB aligned gfn; -1 when
+ * it is not. Safe because mmu_notifier_retry() passed under mmu_lock: a THP
+ * that starts to split blocks in the notifier first.
+ */
+function transparentHugepageAdjust(kvm: Kvm, actor: Actor, frame: number): number {
+  const flags = Atomics.load(kvm.m, kvm.layout.frameFlags + frame);
+  if ((flags & FRAME_THP) === 0) return -1;
+  const head = frame & ~511;
+  if (head !== frame) {
+    putPage(kvm, actor, frame);
+    getPage(kvm, head);
+  }
+  return head;
+}
+
+/**
+ * user_mem_abort(). Returns 0 when mapped, FAULT_RETRY when the notifier
+ * sequence moved (the guest re-executes and faults again), or a negative
+ * errno. `slot` and `flags` are the memslot the caller looked up under SRCU.
+ */
+export function userMemAbort(
+  kvm: Kvm,
+  vcpu: Actor,
+  gfn: number,
+  writeFault: boolean,
+  permFault: boolean,
+  slot: number,
+  memslotFlags: number,
+): number {
+  const m = kvm.m;
+  const p = kvm.proto;
+  const logging = p.v14 ? kvmGetLoggingState(memslotFlags) : memslotIsLogging(memslotFlags);
+  let flags = logging && p.v14 ? KVM_S2_FLAG_LOGGING_ACTIVE : 0;
+
+  if (permFault && !writeFault) {
+    // kvm_err("Unexpected L2 read permission error\n");
+    return EFAULT;
+  }
+
+  /* Let's check if we will get back a huge page backed by hugetlbfs */
+  let hugetlb = false;
+  let forcePte = false;
+  let forcePteByLogging = false;
+  let faultGfn = gfn;
+  if (regionBacking(kvm, gfn) === BACKING_HUGETLB && (!logging || p.hugetlbWhileLogging)) {
+    hugetlb = true;
+    faultGfn = gfn & ~511;
+  } else {
+    // Slots whose userspace address and IPA differ in alignment cannot use
+    // block descriptors (the model lays slots out aligned; kept for fidelity).
+    const hvaBase = m[slotWord(kvm, slot, SLOTW.HVA_BASE)];
+    const baseGfn = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+    if ((hvaBase & 511) !== (baseGfn & 511)) forcePte = true;
+  }
+
+  /* We need minimum second+third level pages */
+  const ret0 = mmuTopupMemoryCache(kvm, vcpu, KVM_MMU_CACHE_MIN_PAGES, KVM_NR_MEM_OBJS);
+  if (ret0 < 0) return ret0;
+
+  const mmuSeq = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
+  vcpu.sched.point(SITE['fault.seq']);
+
+  const hugetlbfs = hugetlb;
+  let pfn = gfnToPfnProt(kvm, vcpu, hugetlb ? faultGfn : gfn, writeFault);
+  if (pfn === 0) return EFAULT;
+  let writable = vcpu.writable;
+  vcpu.sched.point(SITE['fault.gfn_to_pfn']);
+
+  const device = (Atomics.load(m, kvm.layout.frameFlags + pfn) & FRAME_DEVICE) !== 0;
+  if (p.v14) {
+    // SET_SPTE_FLAGS(logging_active, mem_type == PAGE_S2_DEVICE); `writable`
+    // stays what the host lookup said, even for a read fault while logging.
+    if (device) flags |= KVM_S2PTE_FLAG_IS_IOMAP;
+  } else if (device) {
+    flags |= KVM_S2PTE_FLAG_IS_IOMAP;
+  } else if (logging) {
+    /*
+     * Faults on pages in a memslot with logging enabled should not be mapped
+     * with huge pages (it introduces churn and performance degradation), so
+     * force a pte mapping.
+     */
+    forcePteByLogging = true;
+    flags |= KVM_S2_FLAG_LOGGING_ACTIVE;
+    /* Only actually map the page as writable if this was a write fault. */
+    if (!writeFault) writable = false;
+  }
+
+  kvm.mmuLock.lock(vcpu, LS.fault);
+  vcpu.sched.point(SITE['fault.locked']);
+  let ret = 0;
+  if (!p.noNotifierRetry && mmuNotifierRetry(kvm, mmuSeq)) {
+    ret = FAULT_RETRY;
+  } else {
+    // v14: `if (!hugetlb && !force_pte && !logging_active)`; v15 folds
+    // logging into force_pte. The thp-while-logging bug ignores logging here.
+    const loggingForbidsBlock = p.v14 ? logging : forcePteByLogging;
+    if (!hugetlb && !forcePte && (!loggingForbidsBlock || p.thpWhileLogging)) {
+      const head = transparentHugepageAdjust(kvm, vcpu, pfn);
+      if (head >= 0) {
+        pfn = head;
+        faultGfn = gfn & ~511;
+        hugetlb = true;
+      }
+    }
+
+    if (hugetlb) {
+      let newPmd = pfnPmdHuge(pfn);
+      if (writable) newPmd = mkWrite(newPmd);
+      ret = stage2SetPmdHuge(kvm, vcpu, faultGfn, newPmd);
+    } else {
+      let newPte = pfnPte(pfn, device);
+      if (writable) {
+        newPte = mkWrite(newPte);
+        // v15+: mark_page_dirty() when the new entry is writable, before set_pte
+        if (!p.v14 && !p.noMarkDirty) markPageDirty(kvm, vcpu, gfn);
+      }
+      ret = stage2SetPte(kvm, vcpu, true, gfn, newPte, flags);
+    }
+    // v14: `if (write_fault) mark_page_dirty(kvm, gfn);` after the mapping
+    // (gfn is the block's first page for hugetlb), still under mmu_lock.
+    if (p.v14 && writeFault && !p.noMarkDirty) markPageDirty(kvm, vcpu, hugetlbfs ? faultGfn : gfn);
+  }
+  kvm.mmuLock.unlock(vcpu);
+  if (!device) putPage(kvm, vcpu, pfn); // kvm_release_pfn_clean()
+  vcpu.sched.point(SITE['fault.done']);
+  return ret;
+}
+
+/**
+ * kvm_handle_guest_abort(): under the SRCU read side, find the memslot and
+ * call user_mem_abort(). Returns 0 (mapped or retry) or a negative errno.
+ */
+export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFault: boolean, permFault: boolean): number {
+  vcpu.sched.point(SITE['fault.entry']);
+  srcuReadLock(kvm, vcpu);
+  const slot = gfnToMemslot(kvm, gfn);
+  let ret: number;
+  if (slot < 0) {
+    ret = EFAULT; // io_mem_abort(): outside every slot (MMIO), not modelled
+  } else {
+    ret = userMemAbort(kvm, vcpu, gfn, writeFault, permFault, slot, slotFlags(kvm, slot));
+  }
+  srcuReadUnlock(kvm, vcpu);
+  kvm.count(vcpu, CNT.faults);
+  if (ret === FAULT_RETRY) {
+    kvm.count(vcpu, CNT.faultRetries);
+    kvm.trace(vcpu, EV['fault.retry'], gfn, writeFault ? 1 : 0);
+  } else {
+    kvm.trace(vcpu, EV.fault, gfn, writeFault ? 1 : 0, ret);
+  }
+  if (ret < 0) kvm.count(vcpu, CNT.efaults);
+  return ret === FAULT_RETRY ? 0 : ret;
+}

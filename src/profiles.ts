@@ -1,0 +1,198 @@
+/**
+ * The three profiles of the protocol (KERNEL-FACTS.md section 1) and the bug
+ * zoo (DESIGN.md section 6). A profile and a set of bugs resolve to one
+ * `Protocol`: plain booleans, each read at the one place in the protocol code
+ * where it acts (grep for its name).
+ */
+import type { InvariantName } from './check/names.js';
+import type { ProfileName } from './config.js';
+
+export interface Protocol {
+  profile: ProfileName;
+  /**
+   * v14: `kvm_get_logging_state()` is `!!memslot->dirty_bitmap`; the page is
+   * mapped writable whenever the host mapping is (even on a read fault);
+   * `mark_page_dirty()` runs `if (write_fault)` after `stage2_set_pte()`;
+   * the dissolve flushes `pmd_pfn(*pmd) << PAGE_SHIFT` (the block's output
+   * address) rather than the faulting IPA.
+   */
+  v14: boolean;
+  /** fixed (Linux 5.1): a block over a PMD holding a table first unmaps the 2 MiB range, then retries. */
+  fixUnmapTableBeforeBlock: boolean;
+  /** fixed (Linux 4.19): skip updating a PMD/PTE whose value does not change. */
+  fixSkipSameEntry: boolean;
+
+  // ---- the bug zoo: one switch each, read where it acts ----
+  noTlbiOnDissolve: boolean;
+  noMarkDirty: boolean;
+  thpWhileLogging: boolean;
+  hugetlbWhileLogging: boolean;
+  noWpOnEnable: boolean;
+  wpBeforeGrace: boolean;
+  noNotifierRetry: boolean;
+  leakOnDissolve: boolean;
+  harvestNoWp: boolean;
+  harvestNoFlush: boolean;
+  flushNoWait: boolean;
+  unlockedChangePte: boolean;
+  validPteRefLeak: boolean;
+  wpRangeUnaligned: boolean;
+  blockOverTable: boolean;
+}
+
+export interface BugInfo {
+  name: string;
+  field: keyof Protocol;
+  description: string;
+  /** The invariant expected to catch it. */
+  expected: InvariantName;
+  /** Where it comes from. */
+  origin: string;
+}
+
+export const BUGS: readonly BugInfo[] = [
+  {
+    name: 'no-tlbi-on-dissolve',
+    field: 'noTlbiOnDissolve',
+    description: 'dissolving a block does not flush the TLB',
+    expected: 'tlb-coherent',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'no-mark-dirty',
+    field: 'noMarkDirty',
+    description: 'a write fault does not mark the page dirty',
+    expected: 'migration-equal',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'thp-while-logging',
+    field: 'thpWhileLogging',
+    description: 'THP adjust ignores logging and maps a block',
+    expected: 'no-block-while-logging',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'hugetlb-while-logging',
+    field: 'hugetlbWhileLogging',
+    description: 'a hugetlb VMA gets a block while logging',
+    expected: 'no-block-while-logging',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'no-wp-on-enable',
+    field: 'noWpOnEnable',
+    description: 'turning logging on does not write-protect the slot',
+    expected: 'migration-equal',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'wp-before-grace',
+    field: 'wpBeforeGrace',
+    description: 'turning logging on write-protects before the SRCU grace period',
+    expected: 'no-block-while-logging',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'no-notifier-retry',
+    field: 'noNotifierRetry',
+    description: 'the fault path ignores mmu_notifier_retry',
+    expected: 'shadow-equal',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'leak-on-dissolve',
+    field: 'leakOnDissolve',
+    description: 'dissolving does not drop the table reference',
+    expected: 'table-conservation',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'harvest-no-wp',
+    field: 'harvestNoWp',
+    description: 'harvesting clears dirty bits without write-protecting',
+    expected: 'migration-equal',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'harvest-no-flush',
+    field: 'harvestNoFlush',
+    description: 'harvesting write-protects without flushing the TLB',
+    expected: 'migration-equal',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'flush-no-wait',
+    field: 'flushNoWait',
+    description: 'a TLB flush returns before vCPUs stop using removed entries',
+    expected: 'frame-use-after-free',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'unlocked-change-pte',
+    field: 'unlockedChangePte',
+    description: 'change_pte updates the tables without mmu_lock',
+    expected: 'lock-held',
+    origin: 'DESIGN.md zoo',
+  },
+  {
+    name: 'valid-pte-ref-leak',
+    field: 'validPteRefLeak',
+    description: 'replacing a valid PTE takes another table reference',
+    expected: 'table-conservation',
+    origin: 'Linux 5.10 "Fix memory leak on stage2 update of a valid PTE"',
+  },
+  {
+    name: 'wp-range-unaligned',
+    field: 'wpRangeUnaligned',
+    description: 'the range walk steps by whole granules from an unaligned start, skipping entries',
+    expected: 'migration-equal',
+    origin: 'Linux 5.12 "Fix range alignment when walking page tables"',
+  },
+  {
+    name: 'block-over-table',
+    field: 'blockOverTable',
+    description: 'a block is installed over a PMD that holds a PTE table (the 5.1 fix undone)',
+    expected: 'table-conservation',
+    origin: 'Linux 5.1 "Fix handling of stage2 huge mappings"',
+  },
+];
+
+export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
+
+export const PROFILE_INFO: Readonly<Record<ProfileName, string>> = {
+  v14: 'the seed patch exactly as posted (Nov 2014): read faults map writable without marking dirty; block over PTE table after cancel',
+  v15: 'as merged (early 2015) through Linux 4.x: memslot_is_logging(), read faults map read-only while logging; block over PTE table after cancel',
+  fixed: 'v15 plus the later upstream fixes (5.1 unmap-before-block, 4.19 skip unchanged entries): no known defects',
+};
+
+export function resolveProtocol(profile: ProfileName, bugs: readonly string[]): Protocol {
+  const p: Protocol = {
+    profile,
+    v14: profile === 'v14',
+    fixUnmapTableBeforeBlock: profile === 'fixed',
+    fixSkipSameEntry: profile === 'fixed',
+    noTlbiOnDissolve: false,
+    noMarkDirty: false,
+    thpWhileLogging: false,
+    hugetlbWhileLogging: false,
+    noWpOnEnable: false,
+    wpBeforeGrace: false,
+    noNotifierRetry: false,
+    leakOnDissolve: false,
+    harvestNoWp: false,
+    harvestNoFlush: false,
+    flushNoWait: false,
+    unlockedChangePte: false,
+    validPteRefLeak: false,
+    wpRangeUnaligned: false,
+    blockOverTable: false,
+  };
+  for (const name of bugs) {
+    const info = BUGS.find((b) => b.name === name);
+    if (!info) throw new Error(`unknown bug ${name}`);
+    (p[info.field] as boolean) = true;
+  }
+  if (p.blockOverTable) p.fixUnmapTableBeforeBlock = false;
+  return p;
+}

@@ -1,0 +1,249 @@
+/**
+ * One layout of every shared region, computed once from the configuration.
+ *
+ * All shared state lives in a single SharedArrayBuffer viewed as one
+ * Int32Array (`m`), so that any word can be named by its index: locks,
+ * descriptors, frames and flags alike. That is what lets the scheduler's
+ * `waitWhile(index, value)` block on any word, and lets checks read
+ * everything after the fact. Counters that may pass 2^31 live in a Float64
+ * region at the end (single writer each: the actor that owns the row).
+ *
+ * Nothing is allocated after start: TIGER_STYLE, all memory sized up front.
+ */
+import { PTRS_PER_TABLE, PTRS_PER_PMD, PAGES_PER_PGD_ENTRY, PAGE_SIZE } from '../arch/stage2.js';
+import type { ModelConfig } from '../config.js';
+
+/** KVM_MMU_CACHE_MIN_PAGES on arm with 3 levels: one PMD and one PTE table. */
+export const KVM_MMU_CACHE_MIN_PAGES = 2;
+/** KVM_NR_MEM_OBJS: what a top-up fills the cache to. */
+export const KVM_NR_MEM_OBJS = 40;
+export const MAX_MEMSLOTS = 4;
+export const SLOT_WORDS = 8;
+export const MAX_VIOLATIONS = 64;
+export const VIOLATION_WORDS = 8;
+export const TRACE_RING = 64;
+export const TRACE_WORDS = 4;
+export const ACTOR_WORDS = 8;
+/** Frames are counted in 2 MiB groups; group 0 is never used (frame 0 means "none"). */
+export const FRAMES_PER_GROUP = PTRS_PER_PMD;
+export const MAX_LOCK_SITES = 16;
+export const LOCK_SITE_WORDS = 16;
+export const N_COUNTERS = 32;
+
+/** Control words (indices into `m`). */
+export const CTRL = {
+  MAGIC: 0,
+  /** Orchestrator asks every actor to park (stop-the-world). */
+  STOP: 1,
+  /** Number of actors parked at the barrier. */
+  PARKED: 2,
+  /** Bumped to release the parked actors. */
+  RESUME_GEN: 3,
+  /** The run is over: actors return. */
+  END: 4,
+  /** The migrator asks vCPUs to pause (stop-and-copy). */
+  PAUSE_VCPUS: 5,
+  VCPUS_PAUSED: 6,
+  /** kvm->mmu_notifier_seq */
+  MMU_NOTIFIER_SEQ: 7,
+  /** kvm->mmu_notifier_count */
+  MMU_NOTIFIER_COUNT: 8,
+  /** SRCU: the current epoch; readers record the epoch they entered in. */
+  SRCU_EPOCH: 9,
+  VIOLATION_COUNT: 10,
+  TABLE_FREE_TOP: 11,
+  FRAME_FIFO_HEAD: 12,
+  FRAME_FIFO_TAIL: 13,
+  GROUP_TOP: 14,
+  /** Actors expected at a stop-the-world barrier. */
+  ACTORS_RUNNING: 15,
+  /** Set once a violation asks the run to stop. */
+  FAILED: 16,
+  /** Incremented each time a whole-VM or by-IPA flush starts (debug/trace). */
+  FLUSH_COUNT: 17,
+  /** Migration iteration, read by vCPUs for the dirty_log_test workload. */
+  ITERATION: 18,
+  /** Number of whole-table frees (for trace). */
+  WORDS: 64,
+} as const;
+
+/** Lock word blocks. */
+export const LOCK_WORDS = 8;
+
+export interface Layout {
+  vcpus: number;
+  nActors: number;
+  hostActor: number;
+  migrator: number;
+  checker: number;
+  /** Guest RAM pages (slot 0) and device pages (slot 1, 0 when absent). */
+  ramPages: number;
+  devicePages: number;
+  /** All guest pages = host pages (hva page index == gfn in this model). */
+  pages: number;
+  regions: number;
+  tables: number;
+  frames: number;
+  groups: number;
+  tlbPageSlots: number;
+  tlbBlockSlots: number;
+  tlbWords: number;
+
+  mmuLock: number;
+  zoneLock: number;
+  slotsLock: number;
+  tableLock: number;
+  srcuReaders: number;
+  actors: number;
+  tablesBase: number;
+  tableRef: number;
+  tableState: number;
+  tableFree: number;
+  memcache: number;
+  memcacheWords: number;
+  frameRef: number;
+  frameFlags: number;
+  frameData: number;
+  frameFifo: number;
+  groupStack: number;
+  hpte: number;
+  regionBacking: number;
+  slots: number;
+  bitmaps: number;
+  bitmapWords: number;
+  shadow: number;
+  dest: number;
+  tlb: number;
+  violations: number;
+  trace: number;
+  lockStats: number;
+  /** Total Int32 words. */
+  words: number;
+  /** Offset in Float64 elements of the counters region. */
+  countersF64: number;
+  bytes: number;
+}
+
+/** Device memory slot size when the backing is `mixed`: one 2 MiB region. */
+export const DEVICE_PAGES_MIXED = 512;
+
+export function computeLayout(c: ModelConfig): Layout {
+  const vcpus = c.vcpus;
+  const nActors = vcpus + 3;
+  const ramPages = c.guestMem / PAGE_SIZE;
+  const devicePages = c.backing === 'mixed' ? DEVICE_PAGES_MIXED : 0;
+  const pages = ramPages + devicePages;
+  const regions = Math.ceil(pages / PTRS_PER_PMD);
+  const pteTables = regions;
+  const pmdTables = Math.ceil(pages / PAGES_PER_PGD_ENTRY);
+  // root + every table a fully split guest needs + what the caches can hold
+  // + slack, so that a leaking profile is caught by the checks long before
+  // the pool runs dry.
+  const tables = 1 + pteTables + pmdTables + nActors * KVM_NR_MEM_OBJS + Math.max(256, pteTables >> 1);
+  const spareGroups = Math.max(8, Math.ceil(regions / 8));
+  const groups = 1 + regions + spareGroups;
+  const frames = groups * FRAMES_PER_GROUP;
+  const bitmapWords = Math.ceil(pages / 32) + MAX_MEMSLOTS;
+  const tlbWords = (c.tlbPageSlots + c.tlbBlockSlots) * 2;
+  const memcacheWords = 1 + KVM_NR_MEM_OBJS;
+
+  let w = CTRL.WORDS;
+  const take = (n: number): number => {
+    const at = w;
+    w += n;
+    return at;
+  };
+  const mmuLock = take(LOCK_WORDS);
+  const zoneLock = take(LOCK_WORDS);
+  const slotsLock = take(LOCK_WORDS);
+  const tableLock = take(LOCK_WORDS);
+  const srcuReaders = take(nActors);
+  const actors = take(nActors * ACTOR_WORDS);
+  const tablesBase = take(tables * PTRS_PER_TABLE);
+  const tableRef = take(tables);
+  const tableState = take(tables);
+  const tableFree = take(tables);
+  const memcache = take(nActors * memcacheWords);
+  const frameRef = take(frames);
+  const frameFlags = take(frames);
+  const frameData = take(frames);
+  const frameFifo = take(frames);
+  const groupStack = take(groups);
+  const hpte = take(pages);
+  const regionBacking = take(regions);
+  const slots = take(MAX_MEMSLOTS * SLOT_WORDS);
+  const bitmaps = take(bitmapWords);
+  const shadow = take(pages);
+  const dest = take(pages);
+  const tlb = take(vcpus * tlbWords);
+  const violations = take(MAX_VIOLATIONS * VIOLATION_WORDS);
+  const trace = take(nActors * (1 + TRACE_RING * TRACE_WORDS));
+  const lockStats = take(nActors * MAX_LOCK_SITES * LOCK_SITE_WORDS);
+  if (w % 2 === 1) w += 1;
+  const countersF64 = w / 2;
+  const words = w + nActors * N_COUNTERS * 2;
+  return {
+    vcpus,
+    nActors,
+    hostActor: vcpus,
+    migrator: vcpus + 1,
+    checker: vcpus + 2,
+    ramPages,
+    devicePages,
+    pages,
+    regions,
+    tables,
+    frames,
+    groups,
+    tlbPageSlots: c.tlbPageSlots,
+    tlbBlockSlots: c.tlbBlockSlots,
+    tlbWords,
+    mmuLock,
+    zoneLock,
+    slotsLock,
+    tableLock,
+    srcuReaders,
+    actors,
+    tablesBase,
+    tableRef,
+    tableState,
+    tableFree,
+    memcache,
+    memcacheWords,
+    frameRef,
+    frameFlags,
+    frameData,
+    frameFifo,
+    groupStack,
+    hpte,
+    regionBacking,
+    slots,
+    bitmaps,
+    bitmapWords,
+    shadow,
+    dest,
+    tlb,
+    violations,
+    trace,
+    lockStats,
+    words,
+    countersF64,
+    bytes: words * 4,
+  };
+}
+
+/** Per-actor words (relative to layout.actors + actor * ACTOR_WORDS). */
+export const ACTOR = {
+  /** Odd while a vCPU is inside a guest access (TLB lookup .. memory op). */
+  ACCESS_SEQ: 0,
+  /** 1 while parked at a stop-the-world barrier. */
+  PARKED: 1,
+  /** Write sequence number of a vCPU (source of unique values). */
+  WRITE_SEQ: 2,
+  /** Last progress tick (completed operations), read by the watchdog. */
+  PROGRESS: 3,
+  /** What the actor is blocked on (word index + 1), 0 when running. */
+  WAITING_ON: 4,
+  /** Actor kind code (see stress). */
+  KIND: 5,
+} as const;

@@ -1,0 +1,107 @@
+/**
+ * The scheduling-point hook. Protocol code calls `sched.point(site)` at every
+ * shared-memory step another thread could interleave with, and
+ * `sched.waitWhile(index, value, site)` wherever it must wait for another
+ * actor (a held lock, a grace period, a TLB flush, a page under migration).
+ *
+ * - threads mode: `point` is a no-op, or with chaos a seeded random delay at a
+ *   fraction of points (as KCSAN's delays widen race windows);
+ * - sim mode (see src/sim): the same two calls hand control to a seeded
+ *   strategy that runs exactly one actor at a time.
+ *
+ * Waiting is always "while this word still holds this value", so a blocked
+ * actor can be described (and, in sim mode, judged runnable) by a pair of
+ * numbers, without closures crossing threads.
+ */
+export interface Sched {
+  /** A point where another actor may run. */
+  point(site: number): void;
+  /** Block while `m[index] === value`. Returns once it differs (or may return spuriously: callers re-check). */
+  waitWhile(index: number, value: number, site: number): void;
+}
+
+/** Spins before a waiter starts yielding the CPU (Atomics.wait with a short timeout). */
+const SPIN_BEFORE_YIELD = 128;
+/** Timeout of one yield, ms: a back-off, not a wait for a notification. */
+const YIELD_MS = 0.05;
+
+/**
+ * Wait while m[index] === value, spinning first, then yielding the core in
+ * short back-offs (on 2 cores with more threads than cores a pure spin would
+ * burn the time slice of the thread it waits for). Also used by the other
+ * schedulers for their real waits.
+ */
+export function spinWaitWhile(m: Int32Array, index: number, value: number): void {
+  for (let i = 0; i < SPIN_BEFORE_YIELD; i++) {
+    if (Atomics.load(m, index) !== value) return;
+  }
+  while (Atomics.load(m, index) === value) {
+    Atomics.wait(m, index, value, YIELD_MS);
+  }
+}
+
+/** threads mode without chaos. */
+export class FreeSched implements Sched {
+  constructor(private readonly m: Int32Array) {}
+  point(_site: number): void {}
+  waitWhile(index: number, value: number, _site: number): void {
+    spinWaitWhile(this.m, index, value);
+  }
+}
+
+/** xorshift32: tiny, seedable, good enough for delays and workloads. */
+export class XorShift32 {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed | 0 || 0x9e3779b9;
+  }
+  nextU32(): number {
+    let x = this.s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.s = x;
+    return x >>> 0;
+  }
+  /** Uniform in [0, n). */
+  below(n: number): number {
+    return this.nextU32() % n;
+  }
+  /** Uniform in [0, 1). */
+  float(): number {
+    return this.nextU32() / 4294967296;
+  }
+}
+
+/**
+ * threads mode with --chaos P: at a fraction P of points, a seeded random
+ * delay: mostly a short spin, sometimes giving up the core.
+ */
+export class ChaosSched implements Sched {
+  private readonly rng: XorShift32;
+  private readonly threshold: number;
+  private readonly scratch = new Int32Array(new SharedArrayBuffer(4));
+  constructor(
+    private readonly m: Int32Array,
+    probability: number,
+    seed: number,
+  ) {
+    this.rng = new XorShift32(seed);
+    this.threshold = Math.floor(probability * 4294967296);
+  }
+  point(_site: number): void {
+    if (this.rng.nextU32() >= this.threshold) return;
+    const r = this.rng.nextU32();
+    if ((r & 7) === 0) {
+      Atomics.wait(this.scratch, 0, 0, 0.02 + (r >>> 24) / 2560);
+    } else {
+      const n = (r >>> 8) & 1023;
+      let x = 0;
+      for (let i = 0; i < n; i++) x += i;
+      if (x === -1) this.scratch[0] = 0;
+    }
+  }
+  waitWhile(index: number, value: number, _site: number): void {
+    spinWaitWhile(this.m, index, value);
+  }
+}
