@@ -305,6 +305,22 @@ export function liveViolations(kvm: Kvm): Violation[] {
           extra.gfn = a;
         }
         break;
+      case 'migration-equal':
+        message =
+          kind === 1
+            ? `gfn ${a}: after stop-and-copy the destination holds ${fmtValue(b)} but the source holds ${fmtValue(cc)}: a write was never reported dirty`
+            : `... and ${a} more pages differ after stop-and-copy`;
+        if (kind === 1) extra.gfn = a;
+        break;
+      case 'selftest-dirty-log':
+        extra.gfn = a;
+        message =
+          kind === 1
+            ? `gfn ${a} held iteration ${cc - 1}'s value after the log was collected, so it must be dirty in iteration ${cc}'s log, but it is clean (holds ${fmtValue(b)}): a write was not logged`
+            : kind === 2
+              ? `gfn ${a} is dirty in iteration ${cc}'s log but holds ${fmtValue(b)}, neither this nor the previous iteration's value`
+              : `gfn ${a} holds ${fmtValue(b)}, a value from a later iteration than ${cc}`;
+        break;
       default:
         message = `${name} (kind ${kind}, args ${a}, ${b}, ${cc})`;
     }

@@ -11,7 +11,7 @@ import { CNT, EV } from './names.js';
 import { hostReadPage } from '../mm/hostfault.js';
 import { SLOTW, slotWord } from '../kvm/memslot.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
-import { HPTE_FRAME_MASK, HPTE_PRESENT } from '../mm/hostpt.js';
+import { HPTE_FRAME_MASK, HPTE_PRESENT, hpteLock, hpteUnlock } from '../mm/hostpt.js';
 import { fmtValue, type Violation, MAX_LISTED } from './invariants.js';
 
 export function copyPageToDest(kvm: Kvm, actor: Actor, gfn: number): void {
@@ -51,36 +51,47 @@ export function copyDirtyPages(kvm: Kvm, actor: Actor, slot: number, snapshot: I
 
 /**
  * migration-equal: after stop-and-copy (vCPUs paused), every destination page
- * equals the source. Pages the guest gave away (DONTNEED) are not compared.
+ * equals the source. Pages the guest gave away (DONTNEED) are not compared;
+ * each page is read under its host PTE lock, so a concurrent zap is seen
+ * either wholly before or wholly after. `bad` lists up to MAX_LISTED
+ * mismatches as [gfn, destination, source].
  */
-export function compareDestination(kvm: Kvm, slot: number): { violations: Violation[]; verified: number; mismatches: number } {
+export function compareDestination(kvm: Kvm, actor: Actor, slot: number): { verified: number; mismatches: number; bad: number[][] } {
   const m = kvm.m;
   const L = kvm.layout;
   const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
   const n = m[slotWord(kvm, slot, SLOTW.NPAGES)];
-  const violations: Violation[] = [];
+  const bad: number[][] = [];
   let verified = 0;
   let mismatches = 0;
   for (let gfn = base; gfn < base + n; gfn++) {
-    if (Atomics.load(m, L.shadow + gfn) === SHADOW_DISCARDED) continue;
-    const h = Atomics.load(m, L.hpte + gfn);
+    const h = hpteLock(kvm, actor, gfn);
+    const discarded = Atomics.load(m, L.shadow + gfn) === SHADOW_DISCARDED;
     const src = (h & HPTE_PRESENT) !== 0 ? Atomics.load(m, L.frameData + (h & HPTE_FRAME_MASK)) : 0;
+    hpteUnlock(kvm, gfn, h);
+    if (discarded) continue;
     const dst = Atomics.load(m, L.dest + gfn);
     verified++;
     if (src !== dst) {
       mismatches++;
-      if (violations.length < MAX_LISTED) {
-        violations.push({
-          invariant: 'migration-equal',
-          message: `gfn ${gfn}: destination holds ${fmtValue(dst)} but the source holds ${fmtValue(src)}: a write was never reported dirty`,
-          actor: 'migrator',
-          gfn,
-        });
-      }
+      if (bad.length < MAX_LISTED) bad.push([gfn, dst, src]);
     }
   }
-  if (mismatches > MAX_LISTED) {
-    violations.push({ invariant: 'migration-equal', message: `... and ${mismatches - MAX_LISTED} more pages differ`, actor: 'migrator' });
-  }
-  return { violations, verified, mismatches };
+  return { verified, mismatches, bad };
+}
+
+/** Render compareDestination() mismatches as violations (single-threaded callers). */
+export function mismatchViolations(bad: number[][], mismatches: number): Violation[] {
+  const out: Violation[] = bad.map(([gfn, dst, src]) => ({
+    invariant: 'migration-equal' as const,
+    message: migrationMismatchMessage(gfn, dst, src),
+    actor: 'migrator',
+    gfn,
+  }));
+  if (mismatches > bad.length) out.push({ invariant: 'migration-equal', message: `... and ${mismatches - bad.length} more pages differ`, actor: 'migrator' });
+  return out;
+}
+
+export function migrationMismatchMessage(gfn: number, dst: number, src: number): string {
+  return `gfn ${gfn}: after stop-and-copy the destination holds ${fmtValue(dst)} but the source holds ${fmtValue(src)}: a write was never reported dirty`;
 }

@@ -50,6 +50,13 @@ export const COUNTER_NAMES = [
   'loggingOn',
   'loggingOff',
   'skippedSame',
+  'migrations',
+  'cancels',
+  'rounds',
+  'verifiedPages',
+  'mismatches',
+  'selftestRounds',
+  'selftestPagesChecked',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(

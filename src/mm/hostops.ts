@@ -170,6 +170,11 @@ export function collapseHugePage(kvm: Kvm, actor: Actor, region: number, scratch
   return true;
 }
 
+/** KSM scans anonymous VMAs, THP ones included (a split THP's pages merge like any others). */
+function ksmRegion(backing: number): boolean {
+  return backing === BACKING_ANON || backing === BACKING_THP;
+}
+
 function ksmCandidate(kvm: Kvm, v: number): boolean {
   const f = v & HPTE_FRAME_MASK;
   return (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_HUGETLB | FRAME_THP)) === 0;
@@ -197,7 +202,7 @@ function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number): number {
 export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean {
   const m = kvm.m;
   const L = kvm.layout;
-  if (a === b || regionBacking(kvm, a) !== BACKING_ANON || regionBacking(kvm, b) !== BACKING_ANON) return false;
+  if (a === b || !ksmRegion(regionBacking(kvm, a)) || !ksmRegion(regionBacking(kvm, b))) return false;
   actor.sched.point(SITE['host.op']);
   const va = writeProtectPage(kvm, actor, a);
   if (va === 0) return false;

@@ -28,7 +28,7 @@ export const ACTOR_WORDS = 8;
 export const FRAMES_PER_GROUP = PTRS_PER_PMD;
 export const MAX_LOCK_SITES = 16;
 export const LOCK_SITE_WORDS = 16;
-export const N_COUNTERS = 32;
+export const N_COUNTERS = 48;
 
 /** Control words (indices into `m`). */
 export const CTRL = {
@@ -63,6 +63,10 @@ export const CTRL = {
   FLUSH_COUNT: 17,
   /** Migration iteration, read by vCPUs for the dirty_log_test workload. */
   ITERATION: 18,
+  /** Bumped whenever STOP, PAUSE_VCPUS or END change: parked actors wait on it. */
+  CONTROL_GEN: 19,
+  /** vCPUs that finished their --ops quota. */
+  VCPUS_DONE: 20,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;

@@ -18,12 +18,18 @@ export interface Sched {
   point(site: number): void;
   /** Block while `m[index] === value`. Returns once it differs (or may return spuriously: callers re-check). */
   waitWhile(index: number, value: number, site: number): void;
+  /**
+   * Let time pass (pacing an actor's rate, e.g. host operations per second).
+   * Real time in threads mode; in sim mode only a scheduling point.
+   */
+  idle(ms: number): void;
 }
 
 /** Spins before a waiter starts yielding the CPU (Atomics.wait with a short timeout). */
 const SPIN_BEFORE_YIELD = 128;
-/** Timeout of one yield, ms: a back-off, not a wait for a notification. */
-const YIELD_MS = 0.05;
+/** First and largest timeout of one yield, ms: a back-off, not a wait for a notification. */
+const YIELD_MS = 0.02;
+const YIELD_MAX_MS = 1;
 
 /**
  * Wait while m[index] === value, spinning first, then yielding the core in
@@ -35,17 +41,37 @@ export function spinWaitWhile(m: Int32Array, index: number, value: number): void
   for (let i = 0; i < SPIN_BEFORE_YIELD; i++) {
     if (Atomics.load(m, index) !== value) return;
   }
+  let t = YIELD_MS;
   while (Atomics.load(m, index) === value) {
-    Atomics.wait(m, index, value, YIELD_MS);
+    Atomics.wait(m, index, value, t);
+    if (t < YIELD_MAX_MS) t *= 2;
   }
 }
 
-/** threads mode without chaos. */
+const idleCell = new Int32Array(new SharedArrayBuffer(4));
+/** Real-time pause of the calling thread (threads mode pacing only). */
+export function idleFor(ms: number): void {
+  if (ms > 0) Atomics.wait(idleCell, 0, 0, ms);
+}
+
+/**
+ * threads mode without chaos. `waitWord`, when given, is the actor's
+ * WAITING_ON word: index + 1 of what it waits for, so that the watchdog can
+ * say who waits on what.
+ */
 export class FreeSched implements Sched {
-  constructor(private readonly m: Int32Array) {}
+  constructor(
+    private readonly m: Int32Array,
+    private readonly waitWord = -1,
+  ) {}
   point(_site: number): void {}
   waitWhile(index: number, value: number, _site: number): void {
+    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, index + 1);
     spinWaitWhile(this.m, index, value);
+    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, 0);
+  }
+  idle(ms: number): void {
+    idleFor(ms);
   }
 }
 
@@ -85,6 +111,7 @@ export class ChaosSched implements Sched {
     private readonly m: Int32Array,
     probability: number,
     seed: number,
+    private readonly waitWord = -1,
   ) {
     this.rng = new XorShift32(seed);
     this.threshold = Math.floor(probability * 4294967296);
@@ -102,6 +129,11 @@ export class ChaosSched implements Sched {
     }
   }
   waitWhile(index: number, value: number, _site: number): void {
+    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, index + 1);
     spinWaitWhile(this.m, index, value);
+    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, 0);
+  }
+  idle(ms: number): void {
+    idleFor(ms);
   }
 }

@@ -24,12 +24,17 @@ export const LOCKW = {
   OWNER: 2,
   /** Site the owner took it at (for reports). */
   OWNER_SITE: 3,
+  /** Last owner (actor id + 1), for counting owner changes (bounces). */
+  LAST_OWNER: 4,
 } as const;
 
 /** lock_stat-like per-site statistics sink. */
 export interface LockStatsSink {
-  /** Called after acquisition; `waitNs` is 0 when uncontended. */
-  acquired(actor: Actor, site: number, contended: boolean, waitStart: number): void;
+  /**
+   * Called after acquisition; `waitStart` is performance.now() when the wait
+   * began (contended only); `bounce` when the previous owner was another actor.
+   */
+  acquired(actor: Actor, site: number, contended: boolean, waitStart: number, bounce: boolean): void;
   released(actor: Actor): void;
   /** Attribute the current hold to a more specific site (e.g. fault -> dissolve). */
   retag(actor: Actor, site: number): void;
@@ -72,7 +77,11 @@ export class TicketLock implements SpinLock {
     }
     Atomics.store(m, this.base + LOCKW.OWNER, actor.id + 1);
     Atomics.store(m, this.base + LOCKW.OWNER_SITE, site);
-    if (this.stats) this.stats.acquired(actor, site, contended, t0);
+    if (this.stats) {
+      const last = m[this.base + LOCKW.LAST_OWNER];
+      m[this.base + LOCKW.LAST_OWNER] = actor.id + 1;
+      this.stats.acquired(actor, site, contended, t0, last !== 0 && last !== actor.id + 1);
+    }
   }
 
   /** arch_spin_unlock(): serve the next ticket. */
@@ -128,7 +137,11 @@ export class TasLock implements SpinLock {
     }
     Atomics.store(m, this.base + LOCKW.OWNER, actor.id + 1);
     Atomics.store(m, this.base + LOCKW.OWNER_SITE, site);
-    if (this.stats) this.stats.acquired(actor, site, contended, t0);
+    if (this.stats) {
+      const last = m[this.base + LOCKW.LAST_OWNER];
+      m[this.base + LOCKW.LAST_OWNER] = actor.id + 1;
+      this.stats.acquired(actor, site, contended, t0, last !== 0 && last !== actor.id + 1);
+    }
   }
 
   unlock(actor: Actor): void {

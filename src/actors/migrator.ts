@@ -1,0 +1,149 @@
+/**
+ * The migration thread, as QEMU drives KVM: turn logging on, copy every page,
+ * harvest and copy dirty pages round after round, then pause the vCPUs,
+ * harvest once more, copy, and compare (stop-and-copy); or cancel part-way
+ * by turning logging off. The `selftest` mode is the kernel's dirty_log_test
+ * instead: per-round checks of every page against the log.
+ */
+import type { Kvm } from '../kvm/kvm.js';
+import type { Actor } from '../sync/actor.js';
+import { XorShift32 } from '../sync/sched.js';
+import { CTRL } from '../shm/layout.js';
+import { SITE } from '../sync/sites.js';
+import { CNT, EV, INV } from '../check/names.js';
+import { kvmDisableDirtyLogging, kvmEnableDirtyLogging, kvmGetDirtyLog } from '../kvm/memslot.js';
+import { copyAllPages, copyDirtyPages, compareDestination } from '../check/migration.js';
+import { hostReadPage } from '../mm/hostfault.js';
+import { RAM_SLOT } from '../vm.js';
+import { bumpControl, runEnded, safePoint, tick } from './control.js';
+import { type ActorParams, actorSeed } from './params.js';
+
+/** migration-equal kinds in the violation ring */
+export const MIG_MISMATCH = 1;
+export const MIG_MORE = 2;
+/** selftest-dirty-log kinds */
+export const ST_TRACKED_NOT_DIRTY = 1;
+export const ST_DIRTY_WRONG_ITERATION = 2;
+export const ST_FUTURE_VALUE = 3;
+
+/** Pause every vCPU at a safe point and wait until they all are. */
+export function pauseVcpus(kvm: Kvm, actor: Actor): boolean {
+  const m = kvm.m;
+  Atomics.store(m, CTRL.PAUSE_VCPUS, 1);
+  bumpControl(m);
+  kvm.trace(actor, EV.pause, 1);
+  for (;;) {
+    const paused = Atomics.load(m, CTRL.VCPUS_PAUSED);
+    if (paused >= kvm.layout.vcpus) return true;
+    if (runEnded(kvm)) return false;
+    actor.sched.waitWhile(CTRL.VCPUS_PAUSED, paused, SITE.park);
+  }
+}
+
+export function resumeVcpus(kvm: Kvm, actor: Actor): void {
+  Atomics.store(kvm.m, CTRL.PAUSE_VCPUS, 0);
+  bumpControl(kvm.m);
+  kvm.trace(actor, EV.pause, 0);
+}
+
+/**
+ * One precopy migration. Returns false if the run ended part-way. The
+ * migrator parks (safe points) between rounds, with logging still on.
+ */
+function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
+  kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+  copyAllPages(kvm, actor, RAM_SLOT);
+  for (let r = 0; r < p.precopyRounds; r++) {
+    if (!safePoint(kvm, actor, false)) return false;
+    kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+    copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+    kvm.count(actor, CNT.rounds);
+  }
+  if (!safePoint(kvm, actor, false)) return false;
+  if (!complete) {
+    kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+    kvm.count(actor, CNT.cancels);
+    return true;
+  }
+  // stop-and-copy
+  if (!pauseVcpus(kvm, actor)) return false;
+  kvm.trace(actor, EV['stop-and-copy'], 0);
+  kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+  copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+  const res = compareDestination(kvm, actor, RAM_SLOT);
+  kvm.count(actor, CNT.verifiedPages, res.verified);
+  kvm.count(actor, CNT.mismatches, res.mismatches);
+  kvm.count(actor, CNT.migrations);
+  for (const bad of res.bad) kvm.violation(INV['migration-equal'], actor.id, MIG_MISMATCH, bad[0], bad[1], bad[2]);
+  if (res.mismatches > res.bad.length) kvm.violation(INV['migration-equal'], actor.id, MIG_MORE, res.mismatches - res.bad.length);
+  resumeVcpus(kvm, actor);
+  // The guest runs on here (in life the destination does): logging stops.
+  kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+  return true;
+}
+
+/**
+ * dirty_log_test.c, per round: collect the log while the vCPUs run, stop
+ * them at a sync point, check every page, bump the iteration, resume.
+ */
+function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array): void {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const track = new Uint8Array(L.ramPages);
+  Atomics.store(m, CTRL.ITERATION, 1);
+  kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+  // The first log holds everything written before logging was on: collect and drop it.
+  kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+  let reported = 0;
+  while (safePoint(kvm, actor, false)) {
+    actor.sched.idle(p.migrationGapMs);
+    kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+    if (!pauseVcpus(kvm, actor)) return;
+    const iter = Atomics.load(m, CTRL.ITERATION);
+    for (let gfn = 0; gfn < L.ramPages; gfn++) {
+      const v = hostReadPage(kvm, actor, gfn);
+      const valIter = v === 0 ? 0 : v >>> 7;
+      const dirty = (snapshot[gfn >>> 5] & (1 << (gfn & 31))) !== 0;
+      let bad = 0;
+      if (track[gfn] && !dirty) bad = ST_TRACKED_NOT_DIRTY;
+      if (dirty) {
+        if (valIter !== iter && valIter !== iter - 1) bad = ST_DIRTY_WRONG_ITERATION;
+        track[gfn] = 0;
+      } else if (valIter > iter) {
+        bad = ST_FUTURE_VALUE;
+      } else if (valIter === iter) {
+        track[gfn] = 1; // written after this log was collected: must be dirty next round
+      }
+      if (bad !== 0) {
+        track[gfn] = 0;
+        if (reported++ < 8) kvm.violation(INV['selftest-dirty-log'], actor.id, bad, gfn, v, iter);
+      }
+    }
+    kvm.count(actor, CNT.selftestRounds);
+    kvm.count(actor, CNT.selftestPagesChecked, L.ramPages);
+    Atomics.store(m, CTRL.ITERATION, iter + 1);
+    resumeVcpus(kvm, actor);
+    tick(kvm, actor);
+  }
+}
+
+export function runMigrator(kvm: Kvm, actor: Actor, p: ActorParams): void {
+  const m = kvm.m;
+  const rng = new XorShift32(actorSeed(p.seed, actor.id));
+  const snapshot = new Int32Array(kvm.layout.bitmapWords);
+  if (p.migrator === 'selftest') {
+    selftestLoop(kvm, actor, p, snapshot);
+    return;
+  }
+  while (safePoint(kvm, actor, false)) {
+    if (p.migrator === 'idle') {
+      const gen = Atomics.load(m, CTRL.CONTROL_GEN);
+      actor.sched.waitWhile(CTRL.CONTROL_GEN, gen, SITE['actor.loop']);
+      continue;
+    }
+    const complete = p.migrator === 'migrate' || (p.migrator === 'mixed' && rng.below(2) === 0);
+    if (!migrateOnce(kvm, actor, p, snapshot, complete)) return;
+    tick(kvm, actor);
+    actor.sched.idle(p.migrationGapMs);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * What an actor needs to know about the run, as plain data (it crosses into
+ * worker threads). Resolved by stress/scenarios.ts from the CLI flags.
+ */
+import seedrandom from 'seedrandom';
+
+export type Pattern = 'uniform' | 'hot' | 'sweep';
+export type MigratorMode = 'migrate' | 'cancel' | 'mixed' | 'selftest' | 'idle';
+
+export interface HostOpsWeights {
+  migrate: number;
+  split: number;
+  collapse: number;
+  ksm: number;
+  zap: number;
+}
+
+export interface ActorParams {
+  seed: number;
+  /** Percentage of vCPU accesses that are writes. */
+  writePct: number;
+  /** Access pattern per vCPU (index = vcpu id modulo length). */
+  patterns: Pattern[];
+  /** Guest accesses each vCPU performs before it stops (0 = until the run ends). */
+  opsPerVcpu: number;
+  /** Host-MM operations per second (0 = host-MM actor idle, -1 = as fast as it can). */
+  hostOpsPerSec: number;
+  hostOps: HostOpsWeights;
+  migrator: MigratorMode;
+  /** Precopy rounds before stop-and-copy (or before cancel). */
+  precopyRounds: number;
+  /** Pause between migrations, ms (a rate, not a synchronisation). */
+  migrationGapMs: number;
+  /** Scheduling-point chaos probability (threads mode). */
+  chaos: number;
+  /** Fraction of accesses that go to the device slot (mixed backing). */
+  devicePct: number;
+}
+
+/** A per-actor seed derived from the run seed (seedrandom's ARC4 stream). */
+export function actorSeed(runSeed: number, actorId: number): number {
+  const rng = seedrandom(`s2stress:${runSeed}:${actorId}`);
+  return rng.int32() | 1;
+}

@@ -1,0 +1,293 @@
+/**
+ * The run orchestration in threads mode: create the VM, start one piscina
+ * worker per actor, stop the world periodically to run the quiescence checks,
+ * watch progress, and end the run cleanly (every worker stopped, none left
+ * behind) with a report.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { createVm, actorName } from '../src/vm.js';
+import type { Kvm } from '../src/kvm/kvm.js';
+import { ACTOR, CTRL } from '../src/shm/layout.js';
+import { LOCKW } from '../src/sync/spinlock.js';
+import { LOCK_SITE_NAMES } from '../src/sync/locksites.js';
+import { bumpControl } from '../src/actors/control.js';
+import { checkQuiescent, liveViolations, type Violation } from '../src/check/invariants.js';
+import { CNT } from '../src/check/names.js';
+import { emptyLockReport, mergeLockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
+import type { ActorResult, ActorRole, ActorTask } from '../workers/actor.js';
+import { type RunOptions, replayCommand, toModelConfig } from './options.js';
+import { actorParams, findScenario } from './scenarios.js';
+import { VERSION, collectCounters, collectTraces, migrationSummary, progressOf, type Report } from './report.js';
+
+export interface RunHooks {
+  /** Called about twice a second with a one-line status. */
+  onStatus?: (line: string, final: boolean) => void;
+  /** Abort (Ctrl-C): the run stops cleanly and still reports. */
+  signal?: AbortSignal;
+}
+
+/** dist/workers/actor.js, found from this file whether it runs compiled or from source. */
+export function workerPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json'))) {
+      const p = join(dir, 'dist', 'workers', 'actor.js');
+      if (!existsSync(p)) throw new Error(`worker file ${p} is missing: run \`npm run build\` first`);
+      return p;
+    }
+    dir = dirname(dir);
+  }
+  throw new Error('cannot find the package root (package.json) to locate dist/workers/actor.js');
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What word an actor waits on, in words a kernel developer reads. */
+export function describeWait(kvm: Kvm, word: number): string {
+  const L = kvm.layout;
+  if (word < 0) return 'running';
+  if (word === CTRL.CONTROL_GEN) return 'parked/idle at a safe point';
+  if (word === CTRL.VCPUS_PAUSED) return 'waiting for the vCPUs to pause';
+  if (word >= L.mmuLock && word < L.mmuLock + 8) {
+    const owner = kvm.mmuLock.owner();
+    const site = Atomics.load(kvm.m, L.mmuLock + LOCKW.OWNER_SITE);
+    return `spinning on mmu_lock (held by ${actorName(kvm, owner)} at ${LOCK_SITE_NAMES[site] ?? site})`;
+  }
+  if (word >= L.zoneLock && word < L.zoneLock + 8) return 'spinning on the zone lock';
+  if (word >= L.slotsLock && word < L.slotsLock + 8) return 'waiting for slots_lock';
+  if (word >= L.tableLock && word < L.tableLock + 8) return 'spinning on the table pool lock';
+  if (word >= L.srcuReaders && word < L.srcuReaders + L.nActors) return `in synchronize_srcu, waiting for ${actorName(kvm, word - L.srcuReaders)}'s read section`;
+  if (word >= L.actors && word < L.actors + L.nActors * 8) {
+    const a = Math.floor((word - L.actors) / 8);
+    return `in a TLB flush, waiting for ${actorName(kvm, a)} to finish its access`;
+  }
+  if (word >= L.hpte && word < L.hpte + L.pages) return `waiting on the host PTE of gfn ${word - L.hpte} (locked or under migration)`;
+  return `waiting on word ${word}`;
+}
+
+export function describeActors(kvm: Kvm): string {
+  const parts: string[] = [];
+  for (let a = 0; a < kvm.layout.nActors - 1; a++) {
+    const w = Atomics.load(kvm.m, kvm.actorWord(a, ACTOR.WAITING_ON)) - 1;
+    parts.push(`${actorName(kvm, a)}: ${describeWait(kvm, w)}`);
+  }
+  return parts.join('; ');
+}
+
+interface ActorSpec {
+  role: ActorRole;
+  id: number;
+}
+
+/** Run a stress run in threads mode. Never throws for run-time failures: they are in the report (exit 3). */
+export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
+  const scenario = findScenario(o.scenario);
+  if (!scenario) throw new Error(`unknown scenario ${o.scenario}`);
+  const cfg = toModelConfig(o);
+  const kvm = createVm(cfg);
+  const m = kvm.m;
+  const L = kvm.layout;
+  const opsPerVcpu = o.ops !== null ? Math.ceil(o.ops / o.vcpus) : 0;
+  const params = actorParams(scenario, { seed: o.seed, writePct: o.writePct, opsPerVcpu, chaos: o.chaos });
+
+  const specs: ActorSpec[] = [];
+  for (let v = 0; v < L.vcpus; v++) specs.push({ role: 'vcpu', id: v });
+  specs.push({ role: 'hostmm', id: L.hostActor });
+  specs.push({ role: 'migrator', id: L.migrator });
+  Atomics.store(m, CTRL.ACTORS_RUNNING, specs.length);
+
+  const pool = new Piscina({
+    filename: workerPath(),
+    minThreads: specs.length,
+    maxThreads: specs.length,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: 60_000,
+    atomics: 'disabled',
+    resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
+  });
+  let harnessError: string | null = null;
+  const results: ActorResult[] = [];
+  const tasks = specs.map((s) => {
+    const task: ActorTask = {
+      role: s.role,
+      id: s.id,
+      cfg,
+      params,
+      sab: kvm.sab,
+      crashAfterTicks: o.crashActor === actorName(kvm, s.id) ? 2 : 0,
+    };
+    return pool.run(task).then(
+      (r: ActorResult) => {
+        results.push(r);
+      },
+      (e: unknown) => {
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (!harnessError) harnessError = `worker ${actorName(kvm, s.id)} failed: ${err.message}`;
+        Atomics.store(m, CTRL.END, 1);
+        bumpControl(m);
+      },
+    );
+  });
+
+  const violations: Violation[] = [];
+  const start = performance.now();
+  const deadline = o.durationMs !== null ? start + o.durationMs : Infinity;
+  let quiescentChecks = 0;
+  let lastCheck = start;
+  let interrupted = false;
+  let lastProgress = progressOf(kvm);
+  let lastProgressAt = new Array(L.nActors).fill(start);
+  let lastStatus = start;
+  let lastAccesses = 0;
+  let lastFaults = 0;
+  const statusEvery = process.stdout.isTTY && !process.env.CI ? 500 : 5000;
+
+  const stopWorld = async (): Promise<boolean> => {
+    const limit = performance.now() + o.watchdogMs;
+    while (Atomics.load(m, CTRL.PARKED) !== 0) {
+      if (performance.now() > limit || harnessError) return false;
+      await sleep(1);
+    }
+    Atomics.store(m, CTRL.STOP, 1);
+    bumpControl(m);
+    for (;;) {
+      const parked = Atomics.load(m, CTRL.PARKED);
+      const running = Atomics.load(m, CTRL.ACTORS_RUNNING);
+      if (parked >= running) return true;
+      if (harnessError) return false;
+      if (performance.now() > limit) return false;
+      const w = Atomics.waitAsync(m, CTRL.PARKED, parked, 20);
+      if (w.async) await w.value;
+    }
+  };
+  const resumeWorld = (): void => {
+    Atomics.store(m, CTRL.STOP, 0);
+    bumpControl(m);
+  };
+
+  const onAbort = (): void => {
+    interrupted = true;
+  };
+  hooks.signal?.addEventListener('abort', onAbort);
+
+  try {
+    for (;;) {
+      await sleep(10);
+      const now = performance.now();
+      if (harnessError || interrupted) break;
+      if (Atomics.load(m, CTRL.FAILED) !== 0) break;
+      if (now >= deadline) break;
+      if (o.ops !== null && Atomics.load(m, CTRL.VCPUS_DONE) >= L.vcpus) break;
+
+      if (now - lastCheck >= o.checkEveryMs) {
+        const ok = await stopWorld();
+        if (!ok) {
+          if (!harnessError) {
+            violations.push({
+              invariant: 'progress',
+              message: `stop-the-world barrier not reached within ${o.watchdogMs} ms (${Atomics.load(m, CTRL.PARKED)} of ${Atomics.load(m, CTRL.ACTORS_RUNNING)} parked): ${describeActors(kvm)}`,
+              actor: 'orchestrator',
+            });
+          }
+          break;
+        }
+        quiescentChecks++;
+        const found = checkQuiescent(kvm);
+        resumeWorld();
+        lastCheck = performance.now();
+        if (found.length) {
+          violations.push(...found);
+          break;
+        }
+      }
+
+      // progress watchdog, per actor
+      const prog = progressOf(kvm);
+      for (let a = 0; a < L.nActors - 1; a++) {
+        if (prog[a] !== lastProgress[a]) {
+          lastProgress[a] = prog[a];
+          lastProgressAt[a] = now;
+          continue;
+        }
+        const waiting = Atomics.load(m, kvm.actorWord(a, ACTOR.WAITING_ON)) - 1;
+        const idle = waiting === CTRL.CONTROL_GEN || waiting === CTRL.VCPUS_PAUSED || Atomics.load(m, kvm.actorWord(a, ACTOR.PARKED)) === 1;
+        if (idle) {
+          lastProgressAt[a] = now;
+          continue;
+        }
+        if (now - lastProgressAt[a] > o.watchdogMs) {
+          violations.push({
+            invariant: 'progress',
+            message: `${actorName(kvm, a)} made no progress for ${Math.round(now - lastProgressAt[a])} ms: ${describeWait(kvm, waiting)}; mmu_lock held by ${actorName(kvm, kvm.mmuLock.owner())}. All actors: ${describeActors(kvm)}`,
+            actor: actorName(kvm, a),
+          });
+        }
+      }
+      if (violations.length) break;
+
+      if (hooks.onStatus && now - lastStatus >= statusEvery) {
+        const acc = kvm.counter(CNT.accesses);
+        const flt = kvm.counter(CNT.faults);
+        const dt = (now - lastStatus) / 1000;
+        hooks.onStatus(
+          `[${((now - start) / 1000).toFixed(1)}s] ${Math.round((acc - lastAccesses) / dt)} accesses/s, ${Math.round((flt - lastFaults) / dt)} faults/s, migrations ${kvm.counter(CNT.migrations)}+${kvm.counter(CNT.cancels)} cancelled, round ${kvm.counter(CNT.rounds)}, violations ${Atomics.load(m, CTRL.VIOLATION_COUNT) + violations.length}`,
+          false,
+        );
+        lastStatus = now;
+        lastAccesses = acc;
+        lastFaults = flt;
+      }
+    }
+  } finally {
+    hooks.signal?.removeEventListener('abort', onAbort);
+    // End the run: every actor returns from its loop at the next safe point.
+    Atomics.store(m, CTRL.STOP, 0);
+    Atomics.store(m, CTRL.PAUSE_VCPUS, 0);
+    Atomics.store(m, CTRL.END, 1);
+    bumpControl(m);
+    const settled = Promise.all(tasks);
+    const timedOut = await Promise.race([settled.then(() => false), sleep(Math.max(5000, o.watchdogMs)).then(() => true)]);
+    if (timedOut && !harnessError) {
+      harnessError = `workers did not stop within ${Math.max(5000, o.watchdogMs)} ms after the end of the run: ${describeActors(kvm)}`;
+    }
+    await pool.destroy();
+  }
+
+  const elapsedMs = performance.now() - start;
+  // All actors have returned: the world is stopped for good.
+  const live = liveViolations(kvm);
+  const all = [...live, ...violations];
+  if (!harnessError && all.length === 0 && !timedOutOrFailed(m)) {
+    quiescentChecks++;
+    all.push(...checkQuiescent(kvm));
+  }
+  const snaps = results.map((r) => r.lockStats).filter((s): s is LockStatsSnapshot => s !== null);
+  const failed = all.length > 0;
+  const exitCode = harnessError ? 3 : failed ? 1 : 0;
+  return {
+    tool: 's2stress',
+    version: VERSION,
+    result: failed || harnessError ? 'fail' : 'pass',
+    exitCode,
+    config: o,
+    violations: all,
+    counters: collectCounters(kvm),
+    migration: migrationSummary(kvm),
+    lock: o.lockStats ? mergeLockStats(o.lock, snaps) : emptyLockReport(o.lock),
+    schedule: null,
+    replay: replayCommand(o),
+    replayNote: 'threads mode: the same seeds and configuration are rerun, but thread interleavings are not reproducible; use --mode sim for an exact replay',
+    elapsedMs,
+    quiescentChecks,
+    interrupted,
+    error: harnessError,
+    traces: failed || harnessError ? collectTraces(kvm) : {},
+  };
+}
+
+function timedOutOrFailed(m: Int32Array): boolean {
+  return Atomics.load(m, CTRL.FAILED) !== 0;
+}

@@ -1,0 +1,92 @@
+/**
+ * Scenarios: which actors run and how hard, as ActorParams. Each is a shape
+ * of real life: a precopy migration, a cancelled one, a host under memory
+ * pressure, the kernel's own dirty_log_test, and everything at once.
+ */
+import type { ActorParams, HostOpsWeights, MigratorMode, Pattern } from '../src/actors/params.js';
+
+export interface ScenarioSpec {
+  name: string;
+  description: string;
+  migrator: MigratorMode;
+  hostOpsPerSec: number;
+  hostOps: HostOpsWeights;
+  patterns: Pattern[];
+  precopyRounds: number;
+  migrationGapMs: number;
+}
+
+const ALL_HOST_OPS: HostOpsWeights = { migrate: 30, split: 10, collapse: 10, ksm: 20, zap: 10 };
+
+export const SCENARIOS: readonly ScenarioSpec[] = [
+  {
+    name: 'mixed',
+    description: 'every actor at once: vCPUs, host MM churn, migrations completed and cancelled',
+    migrator: 'mixed',
+    hostOpsPerSec: 2000,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['uniform', 'hot', 'sweep'],
+    precopyRounds: 3,
+    migrationGapMs: 2,
+  },
+  {
+    name: 'migrate',
+    description: 'precopy migrations to the end (stop-and-copy and compare), light host MM',
+    migrator: 'migrate',
+    hostOpsPerSec: 200,
+    hostOps: { migrate: 40, split: 10, collapse: 10, ksm: 20, zap: 0 },
+    patterns: ['uniform', 'hot'],
+    precopyRounds: 4,
+    migrationGapMs: 2,
+  },
+  {
+    name: 'cancel',
+    description: 'migrations cancelled part-way: logging on, rounds, logging off; huge mappings come back',
+    migrator: 'cancel',
+    hostOpsPerSec: 200,
+    hostOps: { migrate: 40, split: 5, collapse: 20, ksm: 20, zap: 0 },
+    patterns: ['hot', 'uniform', 'sweep'],
+    precopyRounds: 2,
+    migrationGapMs: 2,
+  },
+  {
+    name: 'notifier-storm',
+    description: 'the host MM as fast as it can (migration, THP, KSM, zaps) under running migrations',
+    migrator: 'mixed',
+    hostOpsPerSec: -1,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['hot', 'uniform'],
+    precopyRounds: 3,
+    migrationGapMs: 2,
+  },
+  {
+    name: 'selftest-dirty-log',
+    description: "the kernel's dirty_log_test: per-round log collection and per-page checks",
+    migrator: 'selftest',
+    hostOpsPerSec: 0,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['uniform'],
+    precopyRounds: 0,
+    migrationGapMs: 3,
+  },
+];
+
+export function findScenario(name: string): ScenarioSpec | undefined {
+  return SCENARIOS.find((s) => s.name === name);
+}
+
+export function actorParams(s: ScenarioSpec, o: { seed: number; writePct: number; opsPerVcpu: number; chaos: number }): ActorParams {
+  return {
+    seed: o.seed,
+    writePct: o.writePct,
+    patterns: s.patterns,
+    opsPerVcpu: o.opsPerVcpu,
+    hostOpsPerSec: s.hostOpsPerSec,
+    hostOps: s.hostOps,
+    migrator: s.migrator,
+    precopyRounds: s.precopyRounds,
+    migrationGapMs: s.migrationGapMs,
+    chaos: o.chaos,
+    devicePct: 1,
+  };
+}

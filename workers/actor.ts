@@ -1,0 +1,72 @@
+/**
+ * Piscina task entry point: one long-running task per actor (vCPU, host-MM,
+ * migrator), on the shared region it is handed. Returns when the run ends.
+ */
+import { attachVm } from '../src/vm.js';
+import { Actor } from '../src/sync/actor.js';
+import { ChaosSched, FreeSched, type Sched } from '../src/sync/sched.js';
+import { ACTOR, CTRL } from '../src/shm/layout.js';
+import type { ModelConfig } from '../src/config.js';
+import { type ActorParams, actorSeed } from '../src/actors/params.js';
+import { runVcpu } from '../src/actors/vcpu.js';
+import { runHostMm } from '../src/actors/hostmm.js';
+import { runMigrator } from '../src/actors/migrator.js';
+import { LockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
+
+export type ActorRole = 'vcpu' | 'hostmm' | 'migrator';
+
+export interface ActorTask {
+  role: ActorRole;
+  id: number;
+  cfg: ModelConfig;
+  params: ActorParams;
+  sab: SharedArrayBuffer;
+  /** Testing aid: throw after this many loop iterations (0 = never). */
+  crashAfterTicks?: number;
+}
+
+export interface ActorResult {
+  id: number;
+  role: ActorRole;
+  lockStats: LockStatsSnapshot | null;
+}
+
+export default function actorTask(task: ActorTask): ActorResult {
+  const stats = task.cfg.lockStats ? new LockStats() : null;
+  const kvm = attachVm(task.cfg, task.sab, stats);
+  const m = kvm.m;
+  const waitWord = kvm.actorWord(task.id, ACTOR.WAITING_ON);
+  const sched: Sched =
+    task.params.chaos > 0
+      ? new ChaosSched(m, task.params.chaos, actorSeed(task.params.seed, task.id + 1000), waitWord)
+      : new FreeSched(m, waitWord);
+  const actor = new Actor(task.id, sched);
+  try {
+    if (task.crashAfterTicks) {
+      const progress = kvm.actorWord(task.id, ACTOR.PROGRESS);
+      const orig = sched.point.bind(sched);
+      sched.point = (site: number) => {
+        if (Atomics.load(m, progress) >= task.crashAfterTicks!) {
+          throw new Error(`injected crash in ${task.role} ${task.id} (--crash-actor)`);
+        }
+        orig(site);
+      };
+    }
+    switch (task.role) {
+      case 'vcpu':
+        runVcpu(kvm, actor, task.params);
+        break;
+      case 'hostmm':
+        runHostMm(kvm, actor, task.params);
+        break;
+      case 'migrator':
+        runMigrator(kvm, actor, task.params);
+        break;
+    }
+  } finally {
+    Atomics.sub(m, CTRL.ACTORS_RUNNING, 1);
+    Atomics.notify(m, CTRL.PARKED);
+    Atomics.notify(m, CTRL.ACTORS_RUNNING);
+  }
+  return { id: task.id, role: task.role, lockStats: stats ? stats.snapshot() : null };
+}
