@@ -13,6 +13,7 @@ import { formatLockTable } from '../src/sync/lockstat.js';
 import { SCENARIOS } from './scenarios.js';
 import { RUN_FLAGS_HELP, type RunOptions, parseRunArgs } from './options.js';
 import { runThreads } from './run.js';
+import { runSim } from './simrun.js';
 import { formatSummary, type Report } from './report.js';
 
 export const USAGE = `usage:
@@ -56,9 +57,6 @@ function listCommand(args: string[], io: Out): number {
 }
 
 async function runAndReport(o: RunOptions, io: Out): Promise<Report> {
-  if (o.mode === 'sim') {
-    throw new UsageError('--mode', "--mode sim (the deterministic scheduler) is not available in this version; use --mode threads");
-  }
   const ac = new AbortController();
   let sigints = 0;
   const onSigint = (): void => {
@@ -74,7 +72,8 @@ async function runAndReport(o: RunOptions, io: Out): Promise<Report> {
   const tty = process.stderr.isTTY && !process.env.CI;
   let statusShown = false;
   try {
-    const report = await runThreads(o, {
+    const runner = o.mode === 'sim' ? runSim : runThreads;
+    const report = await runner(o, {
       signal: ac.signal,
       onStatus: o.quiet
         ? undefined
@@ -122,6 +121,16 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
   }
   const report = await runAndReport(o, io);
   emit(report, o, io);
+  if (o.mode === 'sim' && prior.schedule) {
+    const same = report.schedule?.hash === prior.schedule.hash;
+    const sameFirst = report.violations[0]?.message === prior.violations[0]?.message;
+    io.out(
+      same && sameFirst
+        ? `replay: exact (schedule hash ${report.schedule?.hash}, ${report.violations.length ? 'same first violation' : 'no violation, as before'})`
+        : `replay: DIVERGED (schedule hash ${prior.schedule.hash} -> ${report.schedule?.hash}${sameFirst ? '' : ', different violations'})`,
+    );
+    if (!same || !sameFirst) return 3;
+  }
   return report.exitCode;
 }
 

@@ -38,11 +38,15 @@ export interface RunOptions {
   watchdogMs: number;
   /** Keep lock statistics. */
   lockStats: boolean;
+  /** Lock statistics: time one uncontended hold in this many (power of two; 1 = all, as lock_stat). */
+  lockHoldSample: number;
   /** Testing aid: make this actor's worker throw (e.g. vcpu1, hostmm, migrator). */
   crashActor: string | null;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
+/** Length of a sim run when --ops is not given (guest accesses, all vCPUs). */
+export const DEFAULT_SIM_OPS = 100_000;
 
 export function defaultOptions(): RunOptions {
   return {
@@ -66,6 +70,7 @@ export function defaultOptions(): RunOptions {
     checkEveryMs: 1000,
     watchdogMs: 15_000,
     lockStats: true,
+    lockHoldSample: 64,
     crashActor: null,
   };
 }
@@ -98,6 +103,7 @@ const VALUE_FLAGS = new Set([
   '--check-every',
   '--watchdog',
   '--crash-actor',
+  '--lock-hold-sample',
 ]);
 const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats']);
 
@@ -105,12 +111,14 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15
              [--mode threads|sim] [--sched random|pct] [--pct-depth D] [--chaos P]
              [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
-             [--json FILE] [--quiet] [--check-every TIME] [--watchdog TIME] [--no-lock-stats]`;
+             [--json FILE] [--quiet] [--check-every TIME] [--watchdog TIME] [--no-lock-stats]
+             [--lock-hold-sample N]`;
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
   const o: RunOptions = { ...base, bugs: [...base.bugs] };
   let seedGiven = false;
+  let durationGiven = false;
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value: string | undefined;
@@ -173,6 +181,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--duration':
         o.durationMs = parseDuration(arg, value);
         o.ops = null;
+        durationGiven = true;
         break;
       case '--ops':
         o.ops = parseIntFlag(arg, value, 1, Number.MAX_SAFE_INTEGER);
@@ -191,11 +200,21 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--watchdog':
         o.watchdogMs = parseDuration(arg, value);
         break;
+      case '--lock-hold-sample':
+        o.lockHoldSample = parseIntFlag(arg, value, 1, 65536);
+        break;
       case '--crash-actor':
         if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN, hostmm or migrator, got '${value}'`);
         o.crashActor = value;
         break;
     }
+  }
+  if (o.mode === 'sim') {
+    if (durationGiven) {
+      throw new ConfigError('--duration', '--duration does not apply to --mode sim: a sim run is measured in guest accesses so that it replays exactly; use --ops N');
+    }
+    if (o.ops === null) o.ops = DEFAULT_SIM_OPS;
+    o.durationMs = null;
   }
   if (o.durationMs === null && o.ops === null) o.durationMs = DEFAULT_DURATION_MS;
   if (!seedGiven && base.seed === 0) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
@@ -213,6 +232,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     bugs: o.bugs,
     lock: o.lock,
     lockStats: o.lockStats,
+    lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
   };
 }
 

@@ -82,8 +82,17 @@ interface ActorSpec {
   id: number;
 }
 
-/** Run a stress run in threads mode. Never throws for run-time failures: they are in the report (exit 3). */
-export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
+/** Everything a run of either mode starts from: the VM, the actors, their tasks in a pool. */
+export interface Launched {
+  kvm: Kvm;
+  pool: Piscina;
+  specs: ActorSpec[];
+  tasks: Promise<void>[];
+  results: ActorResult[];
+  error(): string | null;
+}
+
+export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   const scenario = findScenario(o.scenario);
   if (!scenario) throw new Error(`unknown scenario ${o.scenario}`);
   const cfg = toModelConfig(o);
@@ -91,7 +100,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   const m = kvm.m;
   const L = kvm.layout;
   const opsPerVcpu = o.ops !== null ? Math.ceil(o.ops / o.vcpus) : 0;
-  const params = actorParams(scenario, { seed: o.seed, writePct: o.writePct, opsPerVcpu, chaos: o.chaos });
+  const params = actorParams(scenario, { seed: o.seed, writePct: o.writePct, opsPerVcpu, chaos: o.mode === 'sim' ? 0 : o.chaos });
 
   const specs: ActorSpec[] = [];
   for (let v = 0; v < L.vcpus; v++) specs.push({ role: 'vcpu', id: v });
@@ -118,6 +127,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       params,
       sab: kvm.sab,
       crashAfterTicks: o.crashActor === actorName(kvm, s.id) ? 2 : 0,
+      sim,
     };
     return pool.run(task).then(
       (r: ActorResult) => {
@@ -131,7 +141,76 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       },
     );
   });
+  return { kvm, pool, specs, tasks, results, error: () => harnessError };
+}
 
+/** Stop every actor and the pool; returns a harness error if some worker would not stop. */
+export async function shutdown(run: Launched, o: RunOptions): Promise<string | null> {
+  const m = run.kvm.m;
+  Atomics.store(m, CTRL.STOP, 0);
+  Atomics.store(m, CTRL.PAUSE_VCPUS, 0);
+  Atomics.store(m, CTRL.END, 1);
+  bumpControl(m);
+  const wait = Math.max(5000, o.watchdogMs);
+  const timedOut = await Promise.race([Promise.all(run.tasks).then(() => false), sleep(wait).then(() => true)]);
+  await run.pool.destroy();
+  if (timedOut && !run.error()) return `workers did not stop within ${wait} ms after the end of the run: ${describeActors(run.kvm)}`;
+  return run.error();
+}
+
+export function buildReport(
+  run: Launched,
+  o: RunOptions,
+  found: Violation[],
+  harnessError: string | null,
+  elapsedMs: number,
+  quiescentChecks: number,
+  interrupted: boolean,
+  schedule: Report['schedule'],
+  finalCheck: boolean,
+): Report {
+  const kvm = run.kvm;
+  const all = [...liveViolations(kvm), ...found];
+  if (finalCheck && !harnessError && all.length === 0) {
+    quiescentChecks++;
+    all.push(...checkQuiescent(kvm));
+  }
+  const snaps = run.results
+    .slice()
+    .sort((a, b) => a.id - b.id)
+    .map((r) => r.lockStats)
+    .filter((x): x is LockStatsSnapshot => x !== null);
+  const failed = all.length > 0;
+  return {
+    tool: 's2stress',
+    version: VERSION,
+    result: failed || harnessError ? 'fail' : 'pass',
+    exitCode: harnessError ? 3 : failed ? 1 : 0,
+    config: o,
+    violations: all,
+    counters: collectCounters(kvm),
+    migration: migrationSummary(kvm),
+    lock: o.lockStats ? mergeLockStats(o.lock, snaps) : emptyLockReport(o.lock),
+    schedule,
+    replay: replayCommand(o),
+    replayNote:
+      o.mode === 'sim'
+        ? ''
+        : 'threads mode: the same seeds and configuration are rerun, but thread interleavings are not reproducible; use --mode sim for an exact replay',
+    elapsedMs,
+    quiescentChecks,
+    interrupted,
+    error: harnessError,
+    traces: failed || harnessError ? collectTraces(kvm) : {},
+  };
+}
+
+/** Run a stress run in threads mode. Never throws for run-time failures: they are in the report (exit 3). */
+export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
+  const run = launch(o);
+  const { kvm } = run;
+  const m = kvm.m;
+  const L = kvm.layout;
   const violations: Violation[] = [];
   const start = performance.now();
   const deadline = o.durationMs !== null ? start + o.durationMs : Infinity;
@@ -148,7 +227,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   const stopWorld = async (): Promise<boolean> => {
     const limit = performance.now() + o.watchdogMs;
     while (Atomics.load(m, CTRL.PARKED) !== 0) {
-      if (performance.now() > limit || harnessError) return false;
+      if (performance.now() > limit || run.error()) return false;
       await sleep(1);
     }
     Atomics.store(m, CTRL.STOP, 1);
@@ -157,7 +236,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       const parked = Atomics.load(m, CTRL.PARKED);
       const running = Atomics.load(m, CTRL.ACTORS_RUNNING);
       if (parked >= running) return true;
-      if (harnessError) return false;
+      if (run.error()) return false;
       if (performance.now() > limit) return false;
       const w = Atomics.waitAsync(m, CTRL.PARKED, parked, 20);
       if (w.async) await w.value;
@@ -177,7 +256,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
     for (;;) {
       await sleep(10);
       const now = performance.now();
-      if (harnessError || interrupted) break;
+      if (run.error() || interrupted) break;
       if (Atomics.load(m, CTRL.FAILED) !== 0) break;
       if (now >= deadline) break;
       if (o.ops !== null && Atomics.load(m, CTRL.VCPUS_DONE) >= L.vcpus) break;
@@ -185,7 +264,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       if (now - lastCheck >= o.checkEveryMs) {
         const ok = await stopWorld();
         if (!ok) {
-          if (!harnessError) {
+          if (!run.error()) {
             violations.push({
               invariant: 'progress',
               message: `stop-the-world barrier not reached within ${o.watchdogMs} ms (${Atomics.load(m, CTRL.PARKED)} of ${Atomics.load(m, CTRL.ACTORS_RUNNING)} parked): ${describeActors(kvm)}`,
@@ -243,51 +322,10 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
     }
   } finally {
     hooks.signal?.removeEventListener('abort', onAbort);
-    // End the run: every actor returns from its loop at the next safe point.
-    Atomics.store(m, CTRL.STOP, 0);
-    Atomics.store(m, CTRL.PAUSE_VCPUS, 0);
-    Atomics.store(m, CTRL.END, 1);
-    bumpControl(m);
-    const settled = Promise.all(tasks);
-    const timedOut = await Promise.race([settled.then(() => false), sleep(Math.max(5000, o.watchdogMs)).then(() => true)]);
-    if (timedOut && !harnessError) {
-      harnessError = `workers did not stop within ${Math.max(5000, o.watchdogMs)} ms after the end of the run: ${describeActors(kvm)}`;
-    }
-    await pool.destroy();
   }
-
+  // End the run: every actor returns from its loop at the next safe point.
+  const harnessError = await shutdown(run, o);
   const elapsedMs = performance.now() - start;
-  // All actors have returned: the world is stopped for good.
-  const live = liveViolations(kvm);
-  const all = [...live, ...violations];
-  if (!harnessError && all.length === 0 && !timedOutOrFailed(m)) {
-    quiescentChecks++;
-    all.push(...checkQuiescent(kvm));
-  }
-  const snaps = results.map((r) => r.lockStats).filter((s): s is LockStatsSnapshot => s !== null);
-  const failed = all.length > 0;
-  const exitCode = harnessError ? 3 : failed ? 1 : 0;
-  return {
-    tool: 's2stress',
-    version: VERSION,
-    result: failed || harnessError ? 'fail' : 'pass',
-    exitCode,
-    config: o,
-    violations: all,
-    counters: collectCounters(kvm),
-    migration: migrationSummary(kvm),
-    lock: o.lockStats ? mergeLockStats(o.lock, snaps) : emptyLockReport(o.lock),
-    schedule: null,
-    replay: replayCommand(o),
-    replayNote: 'threads mode: the same seeds and configuration are rerun, but thread interleavings are not reproducible; use --mode sim for an exact replay',
-    elapsedMs,
-    quiescentChecks,
-    interrupted,
-    error: harnessError,
-    traces: failed || harnessError ? collectTraces(kvm) : {},
-  };
-}
-
-function timedOutOrFailed(m: Int32Array): boolean {
-  return Atomics.load(m, CTRL.FAILED) !== 0;
+  // All actors have returned: the world is stopped for good, one last check.
+  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, null, true);
 }

@@ -5,13 +5,14 @@
 import { attachVm } from '../src/vm.js';
 import { Actor } from '../src/sync/actor.js';
 import { ChaosSched, FreeSched, type Sched } from '../src/sync/sched.js';
-import { ACTOR, CTRL } from '../src/shm/layout.js';
+import { ACTOR, ACTOR_WORDS, CTRL } from '../src/shm/layout.js';
+import { SimSched, SimState, type SimConfig } from '../src/sim/sched.js';
 import type { ModelConfig } from '../src/config.js';
 import { type ActorParams, actorSeed } from '../src/actors/params.js';
 import { runVcpu } from '../src/actors/vcpu.js';
 import { runHostMm } from '../src/actors/hostmm.js';
 import { runMigrator } from '../src/actors/migrator.js';
-import { LockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
+import { DEFAULT_HOLD_SAMPLE, LockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
 
 export type ActorRole = 'vcpu' | 'hostmm' | 'migrator';
 
@@ -23,6 +24,8 @@ export interface ActorTask {
   sab: SharedArrayBuffer;
   /** Testing aid: throw after this many loop iterations (0 = never). */
   crashAfterTicks?: number;
+  /** Sim mode: the scheduler's shared state. */
+  sim?: { sab: SharedArrayBuffer; cfg: SimConfig };
 }
 
 export interface ActorResult {
@@ -32,15 +35,21 @@ export interface ActorResult {
 }
 
 export default function actorTask(task: ActorTask): ActorResult {
-  const stats = task.cfg.lockStats ? new LockStats() : null;
+  // lock_stat of this actor's mmu_lock acquisitions; hold-time sampling seeded from the run seed.
+  const stats = task.cfg.lockStats ? new LockStats(task.cfg.lockHoldSample ?? DEFAULT_HOLD_SAMPLE, actorSeed(task.params.seed, task.id + 2000)) : null;
   const kvm = attachVm(task.cfg, task.sab, stats);
   const m = kvm.m;
   const waitWord = kvm.actorWord(task.id, ACTOR.WAITING_ON);
+  const simSched = task.sim
+    ? new SimSched(m, new SimState(task.sim.sab, task.sim.cfg), task.id, waitWord, kvm.actorWord(0, ACTOR.PROGRESS), ACTOR_WORDS)
+    : null;
   const sched: Sched =
-    task.params.chaos > 0
+    simSched ??
+    (task.params.chaos > 0
       ? new ChaosSched(m, task.params.chaos, actorSeed(task.params.seed, task.id + 1000), waitWord)
-      : new FreeSched(m, waitWord);
+      : new FreeSched(m, waitWord));
   const actor = new Actor(task.id, sched);
+  if (simSched) simSched.start();
   try {
     if (task.crashAfterTicks) {
       const progress = kvm.actorWord(task.id, ACTOR.PROGRESS);
@@ -67,6 +76,7 @@ export default function actorTask(task: ActorTask): ActorResult {
     Atomics.sub(m, CTRL.ACTORS_RUNNING, 1);
     Atomics.notify(m, CTRL.PARKED);
     Atomics.notify(m, CTRL.ACTORS_RUNNING);
+    if (simSched) simSched.exit();
   }
   return { id: task.id, role: task.role, lockStats: stats ? stats.snapshot() : null };
 }

@@ -1,0 +1,124 @@
+/**
+ * The run orchestration in sim mode: the same actors and protocol code, one
+ * actor at a time under a seeded strategy (src/sim/sched.ts). The main thread
+ * holds the baton only when nobody else can run: then it runs the
+ * stop-the-world checks (every actor parked), ends the run (every actor
+ * done), or reports a deadlock that names who waits on what.
+ */
+import { CTRL } from '../src/shm/layout.js';
+import { SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
+import { checkQuiescent, type Violation } from '../src/check/invariants.js';
+import { actorName } from '../src/vm.js';
+import { bumpControl } from '../src/actors/control.js';
+import type { RunOptions } from './options.js';
+import { type RunHooks, buildReport, describeWait, launch, shutdown } from './run.js';
+import type { Report } from './report.js';
+import { CNT } from '../src/check/names.js';
+
+/** Scheduling points a guest access costs on average (for PCT's change points). */
+export const STEPS_PER_ACCESS_ESTIMATE = 8;
+
+export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
+  if (o.ops === null) throw new Error('sim mode needs --ops');
+  const actors = o.vcpus + 2;
+  const estimatedSteps = o.ops * STEPS_PER_ACCESS_ESTIMATE;
+  const simCfg = {
+    strategy: o.sched,
+    seed: o.seed ^ 0x5eed,
+    actors,
+    pctDepth: o.pctDepth,
+    estimatedSteps,
+    checkEverySteps: Math.max(20_000, Math.floor(estimatedSteps / 16)),
+    vcpus: o.vcpus,
+  };
+  const st = SimState.create(simCfg);
+  const run = launch(o, { sab: st.sab, cfg: simCfg });
+  const kvm = run.kvm;
+  const m = kvm.m;
+  const main = new SimMain(st, m);
+  const violations: Violation[] = [];
+  let interrupted = false;
+  let quiescentChecks = 0;
+  const onAbort = (): void => {
+    interrupted = true;
+    Atomics.store(m, CTRL.END, 1);
+    bumpControl(m);
+  };
+  hooks.signal?.addEventListener('abort', onAbort);
+  const start = performance.now();
+  let lastStatus = start;
+  const statusEvery = process.stdout.isTTY && !process.env.CI ? 500 : 5000;
+  const giveUp = (): boolean => {
+    if (hooks.onStatus && performance.now() - lastStatus >= statusEvery) {
+      lastStatus = performance.now();
+      hooks.onStatus(
+        `[${((lastStatus - start) / 1000).toFixed(1)}s] sim ${o.sched}: ${st.f[SIMF.STEPS]} steps, ${st.f[SIMF.SWITCHES]} switches, ${kvm.counter(CNT.accesses)} accesses`,
+        false,
+      );
+    }
+    return run.error() !== null;
+  };
+  try {
+    await main.waitReady(actors, { get aborted() { return run.error() !== null; } });
+    if (!run.error()) {
+      main.begin();
+      for (;;) {
+        const got = await main.waitTurn(giveUp);
+        if (!got) break;
+        if (main.allDone()) break;
+        const stop = Atomics.load(m, CTRL.STOP) !== 0;
+        const end = Atomics.load(m, CTRL.END) !== 0;
+        if (stop && !end && main.allParked()) {
+          quiescentChecks++;
+          const found = checkQuiescent(kvm);
+          violations.push(...found);
+          if (found.length) Atomics.store(m, CTRL.END, 1);
+          Atomics.store(m, CTRL.STOP, 0);
+          bumpControl(m);
+          if (!main.resume()) break;
+          continue;
+        }
+        // Nobody can run and it is not a stop-the-world: a deadlock.
+        const who = main
+          .blocked()
+          .map(([a, w]) => `${actorName(kvm, a)}: ${describeWait(kvm, w)}`)
+          .join('; ');
+        violations.push({
+          invariant: 'progress',
+          message: `deadlock at step ${st.f[SIMF.STEPS]}: every actor is blocked; mmu_lock held by ${actorName(kvm, kvm.mmuLock.owner())}. ${who}`,
+          actor: 'orchestrator',
+        });
+        break;
+      }
+    }
+  } finally {
+    hooks.signal?.removeEventListener('abort', onAbort);
+  }
+  if (st.s[SIM.LIVELOCK]) {
+    violations.push({
+      invariant: 'progress',
+      message: `livelock: no actor completed any work for ${st.f[SIMF.STEPS] - st.f[SIMF.PROGRESS_AT]} scheduling steps`,
+      actor: 'orchestrator',
+    });
+  }
+  const deadlocked = violations.some((v) => v.invariant === 'progress');
+  if (!deadlocked && !run.error()) {
+    // Let every actor see the end and return, still one at a time.
+    Atomics.store(m, CTRL.END, 1);
+    bumpControl(m);
+    while (!main.allDone()) {
+      if (!main.resume()) break;
+      if (!(await main.waitTurn(() => run.error() !== null))) break;
+    }
+  }
+  const harnessError = await shutdown(run, o);
+  const elapsedMs = performance.now() - start;
+  const schedule = {
+    hash: st.hashString(),
+    steps: st.f[SIMF.STEPS],
+    switches: st.f[SIMF.SWITCHES],
+    strategy: o.sched === 'pct' ? `pct depth ${o.pctDepth}` : 'random',
+  };
+  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, schedule, !deadlocked && !interrupted);
+}
+
