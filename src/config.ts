@@ -42,6 +42,11 @@ export interface ModelConfig {
   lock: LockKind;
   /** Keep per-call-site lock statistics. */
   lockStats: boolean;
+  /**
+   * Lock statistics: time the hold of one uncontended acquisition in this
+   * many (a power of two; 1 = every hold, as lock_stat). Default 64.
+   */
+  lockHoldSample?: number;
   /** TLB slots per vCPU for 4 KiB entries (power of two). */
   tlbPageSlots: number;
   /** TLB slots per vCPU for 2 MiB block entries (power of two). */
@@ -56,6 +61,7 @@ export const DEFAULT_MODEL: ModelConfig = {
   bugs: [],
   lock: 'ticket',
   lockStats: true,
+  lockHoldSample: 64,
   tlbPageSlots: 256,
   tlbBlockSlots: 16,
 };
@@ -108,6 +114,10 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
   }
   if (!(LOCK_KINDS as readonly string[]).includes(c.lock)) {
     throw new ConfigError('--lock', `--lock must be one of ${LOCK_KINDS.join('|')}, got '${c.lock}'`);
+  }
+  const hs = c.lockHoldSample ?? 64;
+  if (!Number.isInteger(hs) || hs < 1 || hs > 65536 || (hs & (hs - 1)) !== 0) {
+    throw new ConfigError('--lock-hold-sample', `--lock-hold-sample must be a power of two from 1 to 65536, got ${hs}`);
   }
   for (const b of c.bugs) {
     if (!knownBugs.includes(b)) {

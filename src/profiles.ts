@@ -38,6 +38,7 @@ export interface Protocol {
   validPteRefLeak: boolean;
   wpRangeUnaligned: boolean;
   blockOverTable: boolean;
+  gupUnderMmuLock: boolean;
 }
 
 export interface BugInfo {
@@ -156,6 +157,13 @@ export const BUGS: readonly BugInfo[] = [
     expected: 'table-conservation',
     origin: 'Linux 5.1 "Fix handling of stage2 huge mappings"',
   },
+  {
+    name: 'gup-under-mmu-lock',
+    field: 'gupUnderMmuLock',
+    description: 'the fault path looks up the host page (get_user_pages) while holding mmu_lock: a lock-order inversion with change_pte (ptl -> mmu_lock)',
+    expected: 'progress',
+    origin: 'a classic mistake: sleeping lookups under a spinlock',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -187,6 +195,7 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[]): 
     validPteRefLeak: false,
     wpRangeUnaligned: false,
     blockOverTable: false,
+    gupUnderMmuLock: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

@@ -90,6 +90,8 @@ export interface Launched {
   tasks: Promise<void>[];
   results: ActorResult[];
   error(): string | null;
+  /** Set once the orchestrator tears the pool down: termination errors are expected then. */
+  stopping: boolean;
 }
 
 export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
@@ -119,6 +121,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   });
   let harnessError: string | null = null;
   const results: ActorResult[] = [];
+  const launched = { stopping: false } as Launched;
   const tasks = specs.map((s) => {
     const task: ActorTask = {
       role: s.role,
@@ -134,6 +137,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
         results.push(r);
       },
       (e: unknown) => {
+        if (launched.stopping) return;
         const err = e instanceof Error ? e : new Error(String(e));
         if (!harnessError) harnessError = `worker ${actorName(kvm, s.id)} failed: ${err.message}`;
         Atomics.store(m, CTRL.END, 1);
@@ -141,7 +145,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
       },
     );
   });
-  return { kvm, pool, specs, tasks, results, error: () => harnessError };
+  return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError });
 }
 
 /** Stop every actor and the pool; returns a harness error if some worker would not stop. */
@@ -153,9 +157,20 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
   bumpControl(m);
   const wait = Math.max(5000, o.watchdogMs);
   const timedOut = await Promise.race([Promise.all(run.tasks).then(() => false), sleep(wait).then(() => true)]);
+  const before = run.error();
+  run.stopping = true;
   await run.pool.destroy();
+  if (before) return before;
   if (timedOut && !run.error()) return `workers did not stop within ${wait} ms after the end of the run: ${describeActors(run.kvm)}`;
   return run.error();
+}
+
+/** A deadlocked run cannot finish: terminate the workers (they are blocked for good). */
+export async function terminate(run: Launched): Promise<string | null> {
+  const before = run.error();
+  run.stopping = true;
+  await run.pool.destroy();
+  return before;
 }
 
 export function buildReport(
@@ -324,8 +339,9 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
     hooks.signal?.removeEventListener('abort', onAbort);
   }
   // End the run: every actor returns from its loop at the next safe point.
-  const harnessError = await shutdown(run, o);
+  const stuck = violations.some((v) => v.invariant === 'progress');
+  const harnessError = stuck ? await terminate(run) : await shutdown(run, o);
   const elapsedMs = performance.now() - start;
   // All actors have returned: the world is stopped for good, one last check.
-  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, null, true);
+  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, null, !stuck);
 }

@@ -69,6 +69,16 @@ export const SCENARIOS: readonly ScenarioSpec[] = [
     precopyRounds: 0,
     migrationGapMs: 3,
   },
+  {
+    name: 'fault-storm',
+    description: 'fault-heavy, for lock contention and scaling (s2stress bench): logging on, harvests back to back so that writes keep faulting, no host MM',
+    migrator: 'cancel',
+    hostOpsPerSec: 0,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['uniform'],
+    precopyRounds: 64,
+    migrationGapMs: 0,
+  },
 ];
 
 export function findScenario(name: string): ScenarioSpec | undefined {

@@ -11,7 +11,7 @@ import { checkQuiescent, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
-import { type RunHooks, buildReport, describeWait, launch, shutdown } from './run.js';
+import { type RunHooks, buildReport, describeWait, launch, shutdown, terminate } from './run.js';
 import type { Report } from './report.js';
 import { CNT } from '../src/check/names.js';
 
@@ -111,7 +111,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
       if (!(await main.waitTurn(() => run.error() !== null))) break;
     }
   }
-  const harnessError = await shutdown(run, o);
+  const harnessError = deadlocked ? await terminate(run) : await shutdown(run, o);
   const elapsedMs = performance.now() - start;
   const schedule = {
     hash: st.hashString(),
@@ -121,4 +121,5 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   };
   return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, schedule, !deadlocked && !interrupted);
 }
+
 

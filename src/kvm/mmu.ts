@@ -94,8 +94,14 @@ export function userMemAbort(
   vcpu.sched.point(SITE['fault.seq']);
 
   const hugetlbfs = hugetlb;
+  // The gup-under-mmu-lock bug takes mmu_lock before the host lookup, which
+  // may take the host PTE lock: the inverse of change_pte's ptl -> mmu_lock.
+  if (p.gupUnderMmuLock) kvm.mmuLock.lock(vcpu, LS.fault);
   let pfn = gfnToPfnProt(kvm, vcpu, hugetlb ? faultGfn : gfn, writeFault);
-  if (pfn === 0) return EFAULT;
+  if (pfn === 0) {
+    if (p.gupUnderMmuLock) kvm.mmuLock.unlock(vcpu);
+    return EFAULT;
+  }
   let writable = vcpu.writable;
   vcpu.sched.point(SITE['fault.gfn_to_pfn']);
 
@@ -118,7 +124,7 @@ export function userMemAbort(
     if (!writeFault) writable = false;
   }
 
-  kvm.mmuLock.lock(vcpu, LS.fault);
+  if (!p.gupUnderMmuLock) kvm.mmuLock.lock(vcpu, LS.fault);
   vcpu.sched.point(SITE['fault.locked']);
   let ret = 0;
   if (!p.noNotifierRetry && mmuNotifierRetry(kvm, mmuSeq)) {

@@ -58,7 +58,9 @@ function waitForAccesses(kvm: Kvm, actor: Actor): void {
     if (v === actor.id) continue;
     const idx = kvm.actorWord(v, ACTOR.ACCESS_SEQ);
     const seq = Atomics.load(m, idx);
-    if ((seq & 1) !== 0) actor.sched.waitWhile(idx, seq, SITE['tlb.flush.wait']);
+    if ((seq & 1) === 0) continue;
+    // waitWhile may return spuriously (the Sched contract): re-check until the access ended.
+    while (Atomics.load(m, idx) === seq) actor.sched.waitWhile(idx, seq, SITE['tlb.flush.wait']);
   }
 }
 

@@ -1,7 +1,18 @@
 /**
- * Call sites of mmu_lock, as lock_stat would name them. The hold of a fault
- * that dissolves a block or maps one is re-tagged to that site, so that each
- * row measures one kind of critical section.
+ * Call sites of mmu_lock, as lock_stat would name them: one row each in the
+ * lock_stat table.
+ *
+ * Each row measures one kind of critical section. A fault's hold is
+ * re-tagged when it turns out to dissolve a block (`dissolve`) or to map one
+ * (`block-map`), and the re-tag moves the whole acquisition (its count,
+ * contention, bounce, wait and hold) to that row: `fault` is then the faults
+ * that mapped a page or retried, and the rows add up to the lock's totals.
+ *
+ * `check` is reserved for the invariant checks, and stays empty: the
+ * stop-the-world checks run while every actor is parked at a safe point and
+ * read the tables without taking mmu_lock (nobody else can hold it then;
+ * checkLockFree() verifies that nobody does). No row is printed for a site
+ * that was never used.
  */
 export const LOCK_SITE_NAMES = [
   'fault',

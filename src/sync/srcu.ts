@@ -30,6 +30,8 @@ export function synchronizeSrcu(kvm: Kvm, actor: Actor): void {
     if (a === actor.id) continue;
     const idx = kvm.layout.srcuReaders + a;
     const seq = Atomics.load(m, idx);
-    if ((seq & 1) !== 0) actor.sched.waitWhile(idx, seq, SITE['srcu.sync']);
+    if ((seq & 1) === 0) continue;
+    // waitWhile may return spuriously (the Sched contract): re-check until the section ended.
+    while (Atomics.load(m, idx) === seq) actor.sched.waitWhile(idx, seq, SITE['srcu.sync']);
   }
 }
