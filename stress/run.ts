@@ -156,7 +156,14 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
   Atomics.store(m, CTRL.END, 1);
   bumpControl(m);
   const wait = Math.max(5000, o.watchdogMs);
-  const timedOut = await Promise.race([Promise.all(run.tasks).then(() => false), sleep(wait).then(() => true)]);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    Promise.all(run.tasks).then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), wait);
+    }),
+  ]);
+  clearTimeout(timer);
   const before = run.error();
   run.stopping = true;
   await run.pool.destroy();

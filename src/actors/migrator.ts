@@ -90,10 +90,14 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   const m = kvm.m;
   const L = kvm.layout;
   const track = new Uint8Array(L.ramPages);
-  Atomics.store(m, CTRL.ITERATION, 1);
+  // As dirty_log_test does, logging is on before the guest writes iteration
+  // numbers: until then the vCPUs write iteration 0, which no rule checks.
+  // The iteration changes only while the vCPUs are stopped (sync point).
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
-  // The first log holds everything written before logging was on: collect and drop it.
+  if (!pauseVcpus(kvm, actor)) return;
   kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+  Atomics.store(m, CTRL.ITERATION, 1);
+  resumeVcpus(kvm, actor);
   let reported = 0;
   while (safePoint(kvm, actor, false)) {
     actor.sched.idle(p.migrationGapMs);
