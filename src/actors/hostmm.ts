@@ -50,6 +50,6 @@ export function runHostMm(kvm: Kvm, actor: Actor, p: ActorParams): void {
       zapRange(kvm, actor, start, len, scratch);
     }
     tick(kvm, actor);
-    if (gapMs > 0) actor.sched.idle(gapMs);
+    actor.sched.idle(gapMs);
   }
 }

@@ -76,4 +76,8 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
     done += n;
     tick(kvm, vcpu);
   }
+  // A vCPU that has stopped for good is as paused as it gets: a migrator
+  // waiting for stop-and-copy must not wait for it forever.
+  Atomics.add(m, CTRL.VCPUS_PAUSED, 1);
+  Atomics.notify(m, CTRL.VCPUS_PAUSED);
 }

@@ -105,5 +105,11 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     const permFault = descValid(desc);
     kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault);
     if (Atomics.load(m, CTRL.END) !== 0 || faults >= MAX_FAULTS_PER_ACCESS) return ACCESS_ABORTED;
+    // While an invalidation is in progress every re-execution faults and
+    // retries (mmu_notifier_retry): wait for the count to move instead of
+    // spinning through faults, which also tells the sim scheduler that this
+    // vCPU cannot progress until the notifier does.
+    const count = Atomics.load(m, CTRL.MMU_NOTIFIER_COUNT);
+    if (count !== 0) sched.waitWhile(CTRL.MMU_NOTIFIER_COUNT, count, SITE['fault.retry']);
   }
 }

@@ -22,6 +22,9 @@ export const FRAME_DEVICE = 1 << 2;
 /** A KSM page, shared read-only. */
 export const FRAME_KSM = 1 << 3;
 
+/** Frees that must queue behind a freed frame before it is handed out again (while groups last). */
+export const QUARANTINE_FRAMES = 256;
+
 export function frameRefIdx(kvm: Kvm, f: number): number {
   return kvm.layout.frameRef + f;
 }
@@ -57,8 +60,9 @@ export function allocFrame(kvm: Kvm, actor: Actor): number {
   kvm.zoneLock.lock(actor, LS.other);
   let head = m[CTRL.FRAME_FIFO_HEAD];
   let tail = m[CTRL.FRAME_FIFO_TAIL];
-  if (head === tail) {
-    // Break a free 2 MiB group into 4 KiB frames.
+  if (tail - head < QUARANTINE_FRAMES) {
+    // Break a free 2 MiB group into 4 KiB frames, so that a just-freed frame
+    // waits behind at least QUARANTINE_FRAMES others before it is reused.
     const top = m[CTRL.GROUP_TOP];
     if (top > 0) {
       const g = m[L.groupStack + top - 1];

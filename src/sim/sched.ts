@@ -244,7 +244,19 @@ export class SimSched implements Sched {
     if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, 0);
   }
 
+  /**
+   * Pacing (`idle`) is a yield in sim mode. Under PCT the yielding actor drops
+   * below every other priority, as yield_now() does in PCT implementations:
+   * without it an endless actor (the host MM, the migrator) of high priority
+   * would starve the vCPUs and the run would never end.
+   */
   idle(_ms: number): void {
+    if (this.pct) {
+      const s = this.s;
+      let min = Infinity;
+      for (let a = 0; a < this.n; a++) min = Math.min(min, s[this.st.word(a, A_PRIO)]);
+      s[this.st.word(this.me, A_PRIO)] = min - 1;
+    }
     this.point(SITE.park);
   }
 

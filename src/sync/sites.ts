@@ -35,6 +35,7 @@ export const SITE_NAMES = [
   'frame.alloc',
   'park',
   'actor.loop',
+  'fault.retry',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];

@@ -1,0 +1,78 @@
+/**
+ * The concurrent harness (threads mode): the fixed profile stays clean over
+ * many seeded short runs; v14 and v15 are caught by the invariants their
+ * real defects break; a worker that throws ends the run with exit 3; a big
+ * guest with many vCPUs completes.
+ */
+import { describe, expect, it } from 'vitest';
+import { firstFailure, median, run, why } from './util.js';
+
+const SHORT = ['--guest-mem', '16M', '--vcpus', '2', '--ops', '6000', '--check-every', '100ms'];
+
+describe('threads mode', () => {
+  for (const scenario of ['mixed', 'cancel', 'notifier-storm']) {
+    it(`fixed passes ${scenario} over 50 seeded short runs`, async () => {
+      for (let seed = 1; seed <= 50; seed++) {
+        const r = await run(['--scenario', scenario, '--profile', 'fixed', ...SHORT, '--seed', String(seed)]);
+        expect(r.result, why(r)).toBe('pass');
+        expect(r.counters.accesses, why(r)).toBeGreaterThanOrEqual(6000);
+      }
+    });
+  }
+
+  it('v14 is caught by migration-equal (read faults map writable without marking dirty)', async () => {
+    const { report, tried, ms } = await firstFailure(['--scenario', 'migrate', '--profile', 'v14', '--guest-mem', '16M', '--vcpus', '2', '--duration', '4s'], [1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(report, `no failure in ${tried} seeds`).not.toBeNull();
+    const invs = report!.violations.map((v) => v.invariant);
+    expect(invs, why(report!)).toContain('migration-equal');
+    console.log(`v14 threads: caught after ${tried} run(s), ${Math.round(report!.elapsedMs)} ms in the failing run; median run ${Math.round(median(ms))} ms`);
+  });
+
+  it('v15 is caught by table-conservation or tlb-coherent (block over a PTE table after cancel)', async () => {
+    const { report, tried } = await firstFailure(['--scenario', 'cancel', '--profile', 'v15', '--guest-mem', '16M', '--vcpus', '2', '--duration', '4s'], [1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(report, `no failure in ${tried} seeds`).not.toBeNull();
+    const invs = report!.violations.map((v) => v.invariant);
+    expect(invs.some((i) => i === 'table-conservation' || i === 'tlb-coherent'), why(report!)).toBe(true);
+    expect(invs, why(report!)).not.toContain('migration-equal');
+    console.log(`v15 threads: caught after ${tried} run(s), ${Math.round(report!.elapsedMs)} ms in the failing run`);
+  });
+
+  it('a violation report names the invariant, the actor, the page or table, every actor\'s last events and the rerun command', async () => {
+    const { report } = await firstFailure(['--scenario', 'cancel', '--profile', 'v15', '--guest-mem', '16M', '--vcpus', '2', '--duration', '4s'], [1, 2, 3, 4, 5]);
+    expect(report).not.toBeNull();
+    const v = report!.violations[0];
+    expect(v.invariant).toBeTruthy();
+    expect(v.actor).toBeTruthy();
+    expect(v.gfn !== undefined || v.table !== undefined, JSON.stringify(v)).toBe(true);
+    expect(Object.keys(report!.traces)).toEqual(expect.arrayContaining(['vcpu0', 'vcpu1', 'migrator']));
+    expect(report!.traces.migrator.length).toBeGreaterThan(0);
+    expect(report!.replay).toMatch(/^s2stress run .*--profile v15 .*--seed \d+$/);
+    expect(report!.replayNote).toMatch(/not reproducible/);
+  });
+
+  it('a worker that throws ends the run with exit 3 and its error; the other workers are stopped', async () => {
+    const r = await run(['--crash-actor', 'vcpu1', ...SHORT, '--seed', '3']);
+    expect(r.exitCode).toBe(3);
+    expect(r.error).toMatch(/vcpu1.*injected crash/);
+  });
+
+  it('JSON report carries the stable fields', async () => {
+    const r = await run([...SHORT, '--seed', '9']);
+    for (const k of ['result', 'config', 'violations', 'counters', 'migration', 'lock', 'schedule', 'replay']) expect(r).toHaveProperty(k);
+    for (const k of ['accesses', 'faults', 'blockMaps', 'pteMaps', 'dissolves', 'dirtyMarked', 'harvests', 'pagesCopied', 'invalidations', 'changePte', 'hostMigrations']) {
+      expect(typeof r.counters[k], k).toBe('number');
+    }
+    for (const k of ['migrations', 'rounds', 'verifiedPages', 'mismatches']) expect(typeof (r.migration as Record<string, number>)[k]).toBe('number');
+    for (const k of ['acquisitions', 'contentions', 'waitNs', 'holdNs', 'sites']) expect(r.lock).toHaveProperty(k);
+    expect(r.lock.acquisitions).toBeGreaterThan(0);
+    expect(r.config.seed).toBe(9);
+  });
+
+  it('a 64-vCPU, 16 GiB guest run completes', async () => {
+    const r = await run(['--vcpus', '64', '--guest-mem', '16G', '--duration', '4s', '--check-every', '1s', '--seed', '1']);
+    expect(r.result, why(r)).toBe('pass');
+    expect(r.counters.accesses).toBeGreaterThan(0);
+    expect(r.quiescentChecks).toBeGreaterThanOrEqual(2);
+    console.log(`64 vCPUs / 16 GiB: ${r.counters.accesses} accesses, ${r.quiescentChecks} checks, rss ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB after`);
+  }, 300_000);
+});
