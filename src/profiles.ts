@@ -146,8 +146,8 @@ export const BUGS: readonly BugInfo[] = [
   {
     name: 'wp-range-unaligned',
     field: 'wpRangeUnaligned',
-    description: 'the range walk steps by whole granules from an unaligned start, skipping entries',
-    expected: 'migration-equal',
+    description: 'the range walk steps by whole granules from an unaligned start, skipping entries (an unaligned unmap leaves freed pages mapped)',
+    expected: 'frame-use-after-free',
     origin: 'Linux 5.12 "Fix range alignment when walking page tables"',
   },
   {

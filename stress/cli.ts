@@ -197,6 +197,13 @@ function invokedDirectly(): boolean {
 }
 
 if (invokedDirectly()) {
+  // `s2stress ... | head` closes the pipe early: that is not a failure.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw e;
+    });
+  }
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -193,7 +193,10 @@ export function buildReport(
 ): Report {
   const kvm = run.kvm;
   const all = [...liveViolations(kvm), ...found];
-  if (finalCheck && !harnessError && all.length === 0) {
+  // Every actor has returned: one last check of the stopped world, also after
+  // a live violation (it often names the cause: the leaked table, the stale
+  // TLB entry). Skipped when a periodic check already reported.
+  if (finalCheck && !harnessError && !found.some((v) => v.actor === 'orchestrator' && v.invariant !== 'progress')) {
     quiescentChecks++;
     all.push(...checkQuiescent(kvm));
   }

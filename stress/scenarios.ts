@@ -60,6 +60,16 @@ export const SCENARIOS: readonly ScenarioSpec[] = [
     migrationGapMs: 2,
   },
   {
+    name: 'log-toggle',
+    description: 'dirty logging switched on and off in quick succession (as QEMU does for display framebuffers), faults racing each switch',
+    migrator: 'cancel',
+    hostOpsPerSec: 0,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['hot', 'uniform'],
+    precopyRounds: 0,
+    migrationGapMs: 0,
+  },
+  {
     name: 'selftest-dirty-log',
     description: "the kernel's dirty_log_test: per-round log collection and per-page checks",
     migrator: 'selftest',

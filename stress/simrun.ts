@@ -17,6 +17,8 @@ import { CNT } from '../src/check/names.js';
 
 /** Scheduling points a guest access costs on average (for PCT's change points). */
 export const STEPS_PER_ACCESS_ESTIMATE = 8;
+/** Fewest scheduling steps between two stop-the-world checks in sim mode. */
+export const SIM_CHECK_MIN_STEPS = 5000;
 
 export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
   if (o.ops === null) throw new Error('sim mode needs --ops');
@@ -28,7 +30,9 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     actors,
     pctDepth: o.pctDepth,
     estimatedSteps,
-    checkEverySteps: Math.max(20_000, Math.floor(estimatedSteps / 16)),
+    // Stop-the-world checks often enough to see short-lived states (a stale
+    // TLB entry lives until the next whole-VM flush), scaled with the guest.
+    checkEverySteps: Math.max(SIM_CHECK_MIN_STEPS, (o.guestMem >>> 12) * 2),
     vcpus: o.vcpus,
   };
   const st = SimState.create(simCfg);

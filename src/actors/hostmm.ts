@@ -45,8 +45,9 @@ export function runHostMm(kvm: Kvm, actor: Actor, p: ActorParams): void {
       const other = (gfn & ~511) + rng.below(512);
       ksmMerge(kvm, actor, gfn, other);
     } else if (guestRunning()) {
+      // Half the zaps straddle a 2 MiB boundary (unaligned, over two PMDs).
       const len = 1 + rng.below(16);
-      const start = Math.min(gfn, (gfn | 511) + 1 - len);
+      const start = rng.below(2) === 0 ? Math.min(gfn, (gfn | 511) + 1 - len) : (gfn | 511) + 1 - rng.below(len);
       zapRange(kvm, actor, start, len, scratch);
     }
     tick(kvm, actor);

@@ -305,6 +305,12 @@ export function liveViolations(kvm: Kvm): Violation[] {
           extra.gfn = a;
         }
         break;
+      case 'table-conservation':
+        message =
+          kind === KBUG.TABLE_POOL_EMPTY
+            ? `the pool of ${a} table pages ran dry (mmu_topup_memory_cache -ENOMEM): far more table pages are in use than a fully split guest needs, so tables leak`
+            : `table-conservation (kind ${kind}, args ${a}, ${b}, ${cc})`;
+        break;
       case 'migration-equal':
         message =
           kind === 1

@@ -115,7 +115,11 @@ export function mmuTopupMemoryCache(kvm: Kvm, actor: Actor, min: number, max: nu
   while (n < max) {
     const t = tablePoolAlloc(kvm, actor);
     if (t < 0) {
-      kvm.violation(INV['kernel-bug'], actor.id, KBUG.TABLE_POOL_EMPTY, n);
+      // The pool is sized for a fully split guest plus every cache and slack:
+      // running dry means table pages leak. Reported once, as conservation.
+      if (Atomics.compareExchange(kvm.m, CTRL.POOL_EMPTY_REPORTED, 0, 1) === 0) {
+        kvm.violation(INV['table-conservation'], actor.id, KBUG.TABLE_POOL_EMPTY, kvm.layout.tables);
+      }
       m[base] = n;
       return ENOMEM;
     }

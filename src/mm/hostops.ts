@@ -235,19 +235,24 @@ export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean 
 }
 
 /**
- * MADV_DONTNEED (zap_page_range) of [gfn, gfn + npages) inside one anon or
- * THP region (a THP is split first). The guest gave the pages away (balloon),
+ * MADV_DONTNEED (zap_page_range) of [gfn, gfn + npages), which may cross into
+ * the next 2 MiB region (an unaligned range over two PMDs), over anon or THP
+ * regions (a THP is split first). The guest gave the pages away (balloon),
  * so their shadow becomes SHADOW_DISCARDED, set while the notifier pair keeps
  * every fault on them retrying. Refaults allocate fresh zeroed frames.
  */
 export function zapRange(kvm: Kvm, actor: Actor, gfn: number, npages: number, scratch: Int32Array): boolean {
   const m = kvm.m;
   const L = kvm.layout;
-  const backing = regionBacking(kvm, gfn);
-  if (backing !== BACKING_ANON && backing !== BACKING_THP) return false;
-  if ((gfn >>> 9) !== ((gfn + npages - 1) >>> 9)) return false;
-  if ((Atomics.load(m, L.hpte + gfn) & HPTE_HUGE) !== 0) {
-    splitHugePage(kvm, actor, gfn >>> 9, scratch);
+  if (npages < 1 || npages > FRAMES_PER_GROUP || gfn + npages > L.ramPages) return false;
+  const first = gfn >>> 9;
+  const last = (gfn + npages - 1) >>> 9;
+  for (let r = first; r <= last; r++) {
+    const backing = regionBacking(kvm, r << 9);
+    if (backing !== BACKING_ANON && backing !== BACKING_THP) return false;
+  }
+  for (let r = first; r <= last; r++) {
+    if ((Atomics.load(m, L.hpte + (r << 9)) & HPTE_HUGE) !== 0) splitHugePage(kvm, actor, r, scratch);
   }
   actor.sched.point(SITE['host.op']);
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, npages);

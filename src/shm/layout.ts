@@ -61,6 +61,8 @@ export const CTRL = {
   FAILED: 16,
   /** Incremented each time a whole-VM or by-IPA flush starts (debug/trace). */
   FLUSH_COUNT: 17,
+  /** Set when the table pool first ran dry (reported once). */
+  POOL_EMPTY_REPORTED: 21,
   /** Migration iteration, read by vCPUs for the dirty_log_test workload. */
   ITERATION: 18,
   /** Bumped whenever STOP, PAUSE_VCPUS or END change: parked actors wait on it. */

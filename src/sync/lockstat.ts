@@ -23,22 +23,32 @@
  * Min, max and total are kept exactly beside the histogram; the histogram
  * (3 significant digits) gives the percentiles.
  *
- * Cost: two clock reads per timed hold are what make lock_stat expensive
- * (performance.now() is ~40 ns here, more than a bare compare-exchange +
- * store pair). So wait time is measured for every contended acquisition, as
- * lock_stat does, and so is the hold that follows it (its start is the end
- * of the wait); the hold of an uncontended acquisition is timed for one in
- * `holdSampleEvery` of them at random (seeded) and recorded with weight
- * `holdSampleEvery`: hold totals, averages and percentiles are unbiased
- * estimates, exact with `--lock-hold-sample 1`. Counts are always exact.
+ * Cost: the clock is what makes lock_stat expensive (performance.now() is
+ * ~40 ns here, more than the bare compare-exchange + store pair a lock is
+ * measured against, and a timed hold reads it twice, once inside the
+ * critical section). So:
+ * - counts (acquisitions, contentions, bounces) are exact, counted under
+ *   the lock with a few plain memory operations;
+ * - wait time is measured for every contended acquisition, as lock_stat
+ *   does (one clock read when the wait begins, one when it ends);
+ * - hold time is measured for every acquisition among the first
+ *   EXACT_FIRST_HOLDS of each site (per thread), so rare sites such as
+ *   wp-enable or harvest are exact, then for one acquisition in
+ *   `holdSampleEvery` on average (seeded random gaps, so that no periodic
+ *   pattern of the workload aliases with the sampling), recorded with that
+ *   weight: hold totals, averages and percentiles of busy sites are
+ *   unbiased estimates; `--lock-hold-sample 1` times every hold;
+ * - histograms are fed after the release, outside the critical section.
  */
 import * as hdr from 'hdr-histogram-js';
 import type { LockStatsSink } from './spinlock.js';
 import { LOCK_SITE_NAMES } from './locksites.js';
 
-/** One uncontended hold in this many is timed (a power of two; 1 = every hold, as lock_stat). */
-export const DEFAULT_HOLD_SAMPLE = 64;
+/** One hold in this many is timed, after a site's first ones (a power of two; 1 = every hold, as lock_stat). */
+export const DEFAULT_HOLD_SAMPLE = 256;
 export const MAX_HOLD_SAMPLE = 1 << 16;
+/** Acquisitions of each site (per thread) whose holds are all timed before sampling starts. */
+export const EXACT_FIRST_HOLDS = 512;
 
 export interface TimeStats {
   min: number;
@@ -131,6 +141,10 @@ export class LockStats implements LockStatsSink {
   readonly holdSampleEvery: number;
   private readonly mask: number;
   private x: number;
+  /** Sampled acquisitions (any site) left before the next timed one. */
+  private countdown: number;
+  /** Acquisitions of each site timed exactly (weight 1) before its sampling starts. */
+  private readonly exactFirst: number;
   private readonly acq: Float64Array;
   private readonly cont: Float64Array;
   private readonly bounces: Float64Array;
@@ -157,6 +171,7 @@ export class LockStats implements LockStatsSink {
     this.holdSampleEvery = holdSampleEvery;
     this.mask = holdSampleEvery - 1;
     this.x = seed | 0 || 0x2545f491;
+    this.countdown = this.nextGap();
     const n = LOCK_SITE_NAMES.length;
     this.acq = new Float64Array(n);
     this.cont = new Float64Array(n);
@@ -169,30 +184,61 @@ export class LockStats implements LockStatsSink {
     this.holdMax = new Float64Array(n);
     this.holdTotal = new Float64Array(n);
     this.holdTimed = new Float64Array(n);
+    this.exactFirst = holdSampleEvery > 1 ? EXACT_FIRST_HOLDS : 0;
     this.waitH = new Array<Histogram | null>(n).fill(null);
     this.holdH = new Array<Histogram | null>(n).fill(null);
   }
 
-  sampleHold(): boolean {
-    if (this.mask === 0) return true;
-    // xorshift32: uniform, seeded, a few instructions
+  acquired(site: number, contended: boolean, bounce: boolean): number {
+    const n = this.acq[site] + 1;
+    this.acq[site] = n;
+    if (bounce) this.bounces[site]++;
+    if (contended) {
+      this.cont[site]++;
+      if (bounce) this.conBounces[site]++;
+    }
+    // The first acquisitions of every site are all timed: rare sites stay exact.
+    if (n <= this.exactFirst) return 1;
+    if (--this.countdown > 0) return 0;
+    this.countdown = this.nextGap();
+    return this.holdSampleEvery;
+  }
+
+  moved(from: number, to: number, contended: boolean, bounce: boolean): void {
+    this.acq[from]--;
+    this.acq[to]++;
+    if (bounce) {
+      this.bounces[from]--;
+      this.bounces[to]++;
+    }
+    if (contended) {
+      this.cont[from]--;
+      this.cont[to]++;
+      if (bounce) {
+        this.conBounces[from]--;
+        this.conBounces[to]++;
+      }
+    }
+  }
+
+  timed(site: number, waitNs: number, holdNs: number, holdWeight: number): void {
+    if (waitNs >= 0) this.recordWait(site, waitNs);
+    if (holdNs >= 0) this.recordHold(site, holdNs, holdWeight);
+  }
+
+  /**
+   * Acquisitions until the next timed hold: uniform in
+   * [1, 2N - 1] (mean N, the sampling rate; random gaps, so that no periodic
+   * pattern of the workload aliases with the sampling).
+   */
+  private nextGap(): number {
+    if (this.mask === 0) return 1;
     let x = this.x;
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
     this.x = x;
-    return (x & this.mask) === 0;
-  }
-
-  record(site: number, contended: boolean, bounce: boolean, waitNs: number, holdNs: number): void {
-    this.acq[site]++;
-    if (bounce) this.bounces[site]++;
-    if (contended) {
-      this.cont[site]++;
-      if (bounce) this.conBounces[site]++;
-      this.recordWait(site, waitNs);
-    }
-    if (holdNs >= 0) this.recordHold(site, holdNs, contended ? 1 : this.holdSampleEvery);
+    return 1 + ((x >>> 0) % (2 * this.holdSampleEvery - 1));
   }
 
   private recordWait(site: number, ns: number): void {

@@ -4,57 +4,62 @@
  * the `lock-held` invariant and the `progress` watchdog read.
  *
  * Two kinds behind one interface (`--lock`):
- * - ticket: the arm spinlock of the seed's era (arch/arm/include/asm/spinlock.h,
- *   next/owner tickets), FIFO fair; the default;
+ * - ticket: the arm spinlock of the seed's era (arch/arm/include/asm/spinlock.h),
+ *   FIFO fair; the default. As there, one 32-bit word holds two 16-bit
+ *   tickets, `owner` in the low half and `next` in the high half: taking a
+ *   ticket is one atomic add of 1 << 16 to the word (ldrex/add/strex), whose
+ *   old value says at once whether the lock was free; the release is
+ *   `owner++` on the low half alone (a 16-bit Atomics.add on an Int16Array
+ *   view of the same memory), so `owner` wraps without carrying into `next`;
  * - tas: test-and-set with bounded exponential back-off (test-and-test-and-set).
  *
  * Cost. An uncontended acquire+release is two locked instructions, as the
  * bare compare-exchange + store pair it is measured against (`s2stress
- * bench`): ticket = Atomics.add(NEXT) .. Atomics.add(SERVING), tas =
- * Atomics.compareExchange .. Atomics.store. The OWNER, OWNER_SITE and
- * LAST_OWNER words are written with plain stores inside the critical
- * section: the release (a seq_cst Atomics write) orders them for the next
- * holder, the owner reads back its own writes (`heldBy`, `unlock`), and
- * observers that do not hold the lock (watchdog, reports) read them with
- * Atomics.load and only need "some recent value".
+ * bench`). The OWNER, OWNER_SITE and LAST_OWNER words are written with plain
+ * stores inside the critical section: the release (a seq_cst Atomics write)
+ * orders them for the next holder, the owner reads back its own writes
+ * (`heldBy`, `unlock`), and observers that do not hold the lock (watchdog,
+ * reports) read them with Atomics.load and only need "some recent value".
+ * (Atomics.load is not free in V8: ~6 ns against ~0.5 ns for a plain read.)
  *
  * Waiting. A waiter spins, then sleeps in short Atomics.wait back-offs
  * (Sched.waitWhile); the release wakes the sleepers (Atomics.notify) when
- * the WAITERS word says there are any. That is the arm ticket lock's WFE in
- * the waiter and dsb_sev() in arch_spin_unlock(). Without the wake-up, a
- * FIFO lock handed to a sleeping waiter stays idle until its back-off ends,
- * and with more threads than cores the ticket lock's throughput collapses.
- * The seq_cst release and WAITERS increment pair as in Dekker's protocol:
- * either the releaser sees the waiter, or the waiter sees the release before
- * it sleeps (Atomics.wait re-checks the word atomically).
+ * somebody waits: that is the arm ticket lock's wfe() in the waiter and
+ * dsb_sev() in arch_spin_unlock(). Without the wake-up, a FIFO lock handed to
+ * a sleeping waiter stays idle until its back-off ends, and with more threads
+ * than cores the ticket lock's throughput collapses. The releaser looks for
+ * waiters with a plain read after its locked release instruction; should it
+ * ever read a stale "nobody", the waiter still wakes at the end of its
+ * back-off (at most 1 ms): a late wake-up, never a lost one.
  *
  * Statistics (lock_stat, see lockstat.ts) are kept through the sink the lock
  * is given; with none (`--no-lock-stats`) the lock times and counts nothing.
- * The in-flight hold (site, contended, wait, hold start) lives in this
- * object: each thread builds its own lock objects over the shared words, and
- * one lock has one holder at a time. It is reported to the sink once per
- * acquisition, after the release, at the site the hold ended with (after any
- * re-tag), so that the timing and the recording stay outside the critical
- * section except for the clock reads themselves.
+ * Under the lock only counting happens (and the clock reads of a timed
+ * acquisition); the wait and hold of a timed acquisition go to the sink
+ * after the release. The in-flight hold (site, wait, start, weight) lives
+ * with the lock object: each thread builds its own lock objects over the
+ * shared words, and one lock has one holder at a time.
  */
 import type { Actor } from './actor.js';
 import { SITE } from './sites.js';
 
 /** Word offsets inside a lock block (LOCK_WORDS long). */
 export const LOCKW = {
-  /** ticket: next ticket to hand out; tas: the lock word. */
+  /** ticket: the ticket word (owner: low 16 bits, next: high 16 bits); tas: the lock word. */
   NEXT: 0,
-  /** ticket: ticket now served. */
-  SERVING: 1,
   /** Owner actor id + 1, 0 when free. */
   OWNER: 2,
   /** Site the owner took it at (for reports). */
   OWNER_SITE: 3,
   /** Last owner (actor id + 1), for counting owner changes (bounces). */
   LAST_OWNER: 4,
-  /** Waiters that may be asleep (Atomics.wait), to be woken by the release. */
+  /** tas: waiters in the slow path (they may be asleep: the release wakes them). */
   WAITERS: 5,
 } as const;
+
+/** Ticket word layout (arch_spinlock_t: u16 owner; u16 next; little-endian). */
+export const TICKET_SHIFT = 16;
+export const TICKET_MASK = 0xffff;
 
 /**
  * lock_stat-like per-call-site statistics sink (one per thread; the
@@ -62,17 +67,21 @@ export const LOCKW = {
  */
 export interface LockStatsSink {
   /**
-   * Time the hold of this uncontended acquisition? (Hold-time sampling; a
-   * contended acquisition is always timed, its wait must be anyway.)
+   * Count an acquisition at `site`, under the lock (keep it cheap);
+   * `bounce` when the previous owner was another actor. Returns the weight
+   * of its hold timing: 0 not to time the hold, 1 to time it as one hold,
+   * N to time it as a sample standing for N holds. (The wait of a contended
+   * acquisition is always timed.)
    */
-  sampleHold(): boolean;
+  acquired(site: number, contended: boolean, bounce: boolean): number;
+  /** Re-tag: move the current acquisition, as counted, from site `from` to site `to`. */
+  moved(from: number, to: number, contended: boolean, bounce: boolean): void;
   /**
-   * One acquisition, reported after its release. `site` is the final site
-   * (after any re-tag); `bounce` when the previous owner was another actor;
-   * `waitNs` the wait of a contended acquisition (0 otherwise); `holdNs` the
-   * hold time, or -1 when this hold was not timed.
+   * After the release, for an acquisition that waited or whose hold was
+   * timed, at its final site: the wait (ns, or -1 when it did not wait) and
+   * the hold (ns, or -1 when not timed) with the weight acquired() gave it.
    */
-  record(site: number, contended: boolean, bounce: boolean, waitNs: number, holdNs: number): void;
+  timed(site: number, waitNs: number, holdNs: number, holdWeight: number): void;
 }
 
 export interface SpinLock {
@@ -87,195 +96,247 @@ export interface SpinLock {
 }
 
 const NS_PER_MS = 1e6;
+// Module constants rather than property loads on the hot path.
+const P_ACQUIRE = SITE['lock.acquire'];
+const P_RELEASE = SITE['lock.release'];
+const P_SPIN = SITE['lock.spin'];
+const W_NEXT = LOCKW.NEXT;
+const W_OWNER = LOCKW.OWNER;
+const W_OWNER_SITE = LOCKW.OWNER_SITE;
+const W_LAST_OWNER = LOCKW.LAST_OWNER;
+const W_WAITERS = LOCKW.WAITERS;
 
 /**
- * What both kinds share: ownership words, the in-flight hold, and the
- * report of an acquisition to the sink.
+ * The in-flight hold of one lock object, for statistics. One class for both
+ * lock kinds, so that this code stays monomorphic whatever the kind.
  */
-abstract class StatLock {
+class Hold {
   /** Site of the current hold (re-tagged by retag()). */
-  protected site = 0;
-  protected contended = false;
-  protected bounce = false;
-  /** Wait of the current hold, ns (contended only). */
-  protected waitNs = 0;
-  /** performance.now() when the current hold began, -1 when it is not timed. */
-  protected holdStart = -1;
+  site = 0;
+  contended = false;
+  bounce = false;
+  /** Wait of the current hold, ns (contended only, else -1). */
+  waitNs = -1;
+  /** performance.now() when the current hold began (timed holds only). */
+  start = 0;
+  /** Weight of the current hold's timing; 0 = not timed. */
+  weight = 0;
+  /** The current acquisition has something to report after the release (a wait or a timed hold). */
+  report = false;
 
-  constructor(
-    protected readonly m: Int32Array,
-    readonly base: number,
-    protected readonly stats: LockStatsSink | null,
-  ) {}
-
-  /** Mark the new owner. Plain stores: see the file comment. */
-  protected owned(actor: Actor, site: number): void {
-    const m = this.m;
-    m[this.base + LOCKW.OWNER] = actor.id + 1;
-    m[this.base + LOCKW.OWNER_SITE] = site;
-  }
-
-  /** Statistics of an acquisition that did not wait. */
-  protected noteUncontended(actor: Actor, site: number, stats: LockStatsSink): void {
-    this.noteOwner(actor, site);
-    this.contended = false;
-    this.waitNs = 0;
-    this.holdStart = stats.sampleHold() ? performance.now() : -1;
-  }
-
-  /** Statistics of an acquisition that waited since `t0` (performance.now()). */
-  protected noteContended(actor: Actor, site: number, t0: number): void {
-    const now = performance.now();
-    this.noteOwner(actor, site);
-    this.contended = true;
-    this.waitNs = (now - t0) * NS_PER_MS;
-    this.holdStart = now;
-  }
-
-  private noteOwner(actor: Actor, site: number): void {
-    const m = this.m;
+  /**
+   * Count the acquisition (the lock is held). A bounce is an owner change:
+   * LAST_OWNER is only accessed under the lock, with plain accesses.
+   */
+  acquired(m: Int32Array, base: number, actor: Actor, site: number, contended: boolean, stats: LockStatsSink): number {
     const me = actor.id + 1;
-    const last = m[this.base + LOCKW.LAST_OWNER];
-    m[this.base + LOCKW.LAST_OWNER] = me;
-    this.bounce = last !== 0 && last !== me;
+    const last = m[base + W_LAST_OWNER];
+    let bounce = false;
+    if (last !== me) {
+      m[base + W_LAST_OWNER] = me;
+      bounce = last !== 0;
+    }
     this.site = site;
+    this.contended = contended;
+    this.bounce = bounce;
+    return stats.acquired(site, contended, bounce);
   }
 
-  /** Throws unless `actor` holds the lock (an unlock by a non-owner is a harness bug). */
-  protected checkOwner(actor: Actor): void {
-    if (this.m[this.base + LOCKW.OWNER] !== actor.id + 1) {
-      throw new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${this.owner()})`);
+  uncontended(m: Int32Array, base: number, actor: Actor, site: number, stats: LockStatsSink): void {
+    const weight = this.acquired(m, base, actor, site, false, stats);
+    this.weight = weight;
+    if (weight !== 0) {
+      this.report = true;
+      this.waitNs = -1;
+      this.start = performance.now();
     }
   }
 
-  owner(): number {
-    return Atomics.load(this.m, this.base + LOCKW.OWNER) - 1;
+  /** An acquisition that waited since `t0` (performance.now()). */
+  contendedSince(m: Int32Array, base: number, actor: Actor, site: number, t0: number, stats: LockStatsSink): void {
+    const now = performance.now();
+    this.weight = this.acquired(m, base, actor, site, true, stats);
+    this.report = true;
+    this.waitNs = (now - t0) * NS_PER_MS;
+    this.start = now;
   }
-  heldBy(actor: Actor): boolean {
-    return Atomics.load(this.m, this.base + LOCKW.OWNER) === actor.id + 1;
+
+  /** Just before the release: the hold so far (ns), or -1 when not timed. Ends the report. */
+  endHold(): number {
+    this.report = false;
+    return this.weight !== 0 ? (performance.now() - this.start) * NS_PER_MS : -1;
   }
-  retag(_actor: Actor, site: number): void {
+
+  retag(site: number, stats: LockStatsSink): void {
+    if (site !== this.site) stats.moved(this.site, site, this.contended, this.bounce);
     this.site = site;
   }
 }
 
-export class TicketLock extends StatLock implements SpinLock {
-  constructor(m: Int32Array, base: number, stats: LockStatsSink | null = null) {
-    super(m, base, stats);
+function notOwner(lock: SpinLock, actor: Actor): Error {
+  return new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${lock.owner()})`);
+}
+
+export class TicketLock implements SpinLock {
+  private readonly h: Int16Array;
+  private readonly hold = new Hold();
+
+  constructor(
+    private readonly m: Int32Array,
+    readonly base: number,
+    private readonly stats: LockStatsSink | null = null,
+  ) {
+    this.h = new Int16Array(m.buffer, m.byteOffset, m.length * 2);
+    // owner is the low half of the ticket word: word index w is halfword 2w.
+    const probe = new Int16Array(new Int32Array([1]).buffer);
+    if (probe[0] !== 1) throw new Error('TicketLock assumes a little-endian machine');
   }
 
   /** arch_spin_lock(): take a ticket, wait until it is served. */
   lock(actor: Actor, site: number): void {
     const m = this.m;
-    actor.sched.point(SITE['lock.acquire']);
-    const ticket = Atomics.add(m, this.base + LOCKW.NEXT, 1);
-    const serving = Atomics.load(m, this.base + LOCKW.SERVING);
-    if (serving !== ticket) {
-      this.lockSlow(actor, site, ticket, serving);
+    actor.sched.point(P_ACQUIRE);
+    const old = Atomics.add(m, this.base + W_NEXT, 1 << TICKET_SHIFT);
+    const ticket = old >>> TICKET_SHIFT;
+    if (ticket !== (old & TICKET_MASK)) {
+      this.lockSlow(actor, site, ticket, old);
       return;
     }
-    this.owned(actor, site);
+    m[this.base + W_OWNER] = actor.id + 1;
+    m[this.base + W_OWNER_SITE] = site;
     const stats = this.stats;
-    if (stats !== null) this.noteUncontended(actor, site, stats);
+    if (stats !== null) this.hold.uncontended(m, this.base, actor, site, stats);
   }
 
-  private lockSlow(actor: Actor, site: number, ticket: number, serving: number): void {
+  private lockSlow(actor: Actor, site: number, ticket: number, word: number): void {
     const m = this.m;
-    const t0 = this.stats !== null ? performance.now() : 0;
-    Atomics.add(m, this.base + LOCKW.WAITERS, 1);
+    const stats = this.stats;
+    const t0 = stats !== null ? performance.now() : 0;
+    // Wait while the word is unchanged (a ticket taken behind us wakes us
+    // for nothing: re-check), until `owner` is our ticket.
     do {
-      actor.sched.waitWhile(this.base + LOCKW.SERVING, serving, SITE['lock.spin']);
-      serving = Atomics.load(m, this.base + LOCKW.SERVING);
-    } while (serving !== ticket);
-    Atomics.sub(m, this.base + LOCKW.WAITERS, 1);
-    this.owned(actor, site);
-    if (this.stats !== null) this.noteContended(actor, site, t0);
+      actor.sched.waitWhile(this.base + W_NEXT, word, P_SPIN);
+      word = Atomics.load(m, this.base + W_NEXT);
+    } while ((word & TICKET_MASK) !== ticket);
+    m[this.base + W_OWNER] = actor.id + 1;
+    m[this.base + W_OWNER_SITE] = site;
+    if (stats !== null) this.hold.contendedSince(m, this.base, actor, site, t0, stats);
   }
 
-  /** arch_spin_unlock(): serve the next ticket. */
-  unlock(actor: Actor): void {
-    this.checkOwner(actor);
+  /** arch_spin_unlock(): owner++ (the low half only), then wake the waiters (dsb_sev). */
+  private release(): void {
     const m = this.m;
+    m[this.base + W_OWNER] = 0;
+    Atomics.add(this.h, (this.base + W_NEXT) * 2, 1);
+    const word = m[this.base + W_NEXT];
+    if (word >>> TICKET_SHIFT !== (word & TICKET_MASK)) Atomics.notify(m, this.base + W_NEXT);
+  }
+
+  unlock(actor: Actor): void {
+    if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
     const stats = this.stats;
-    if (stats === null) {
-      m[this.base + LOCKW.OWNER] = 0;
-      Atomics.add(m, this.base + LOCKW.SERVING, 1);
-      if (Atomics.load(m, this.base + LOCKW.WAITERS) !== 0) Atomics.notify(m, this.base + LOCKW.SERVING);
+    const hold = this.hold;
+    if (stats === null || !hold.report) {
+      this.release();
     } else {
-      // Read the in-flight hold before the release: once released, another
-      // actor of this thread (sim mode, scripted tests) may take the lock.
-      const start = this.holdStart;
-      const holdNs = start >= 0 ? (performance.now() - start) * NS_PER_MS : -1;
-      const site = this.site;
-      const contended = this.contended;
-      const bounce = this.bounce;
-      const waitNs = this.waitNs;
-      m[this.base + LOCKW.OWNER] = 0;
-      Atomics.add(m, this.base + LOCKW.SERVING, 1);
-      if (Atomics.load(m, this.base + LOCKW.WAITERS) !== 0) Atomics.notify(m, this.base + LOCKW.SERVING);
-      stats.record(site, contended, bounce, waitNs, holdNs);
+      // Read the hold before the release: once released, another actor of
+      // this thread (sim mode, scripted tests) may take the lock.
+      const holdNs = hold.endHold();
+      const site = hold.site;
+      const waitNs = hold.waitNs;
+      const weight = hold.weight;
+      this.release();
+      stats.timed(site, waitNs, holdNs, weight);
     }
-    actor.sched.point(SITE['lock.release']);
+    actor.sched.point(P_RELEASE);
+  }
+
+  owner(): number {
+    return Atomics.load(this.m, this.base + W_OWNER) - 1;
+  }
+  heldBy(actor: Actor): boolean {
+    return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
+  }
+  retag(_actor: Actor, site: number): void {
+    if (this.stats !== null) this.hold.retag(site, this.stats);
   }
 }
 
 const TAS_MAX_BACKOFF = 1024;
 
-export class TasLock extends StatLock implements SpinLock {
-  constructor(m: Int32Array, base: number, stats: LockStatsSink | null = null) {
-    super(m, base, stats);
-  }
+export class TasLock implements SpinLock {
+  private readonly hold = new Hold();
+
+  constructor(
+    private readonly m: Int32Array,
+    readonly base: number,
+    private readonly stats: LockStatsSink | null = null,
+  ) {}
 
   lock(actor: Actor, site: number): void {
     const m = this.m;
-    actor.sched.point(SITE['lock.acquire']);
-    if (Atomics.compareExchange(m, this.base + LOCKW.NEXT, 0, 1) !== 0) {
+    actor.sched.point(P_ACQUIRE);
+    if (Atomics.compareExchange(m, this.base + W_NEXT, 0, 1) !== 0) {
       this.lockSlow(actor, site);
       return;
     }
-    this.owned(actor, site);
+    m[this.base + W_OWNER] = actor.id + 1;
+    m[this.base + W_OWNER_SITE] = site;
     const stats = this.stats;
-    if (stats !== null) this.noteUncontended(actor, site, stats);
+    if (stats !== null) this.hold.uncontended(m, this.base, actor, site, stats);
   }
 
   private lockSlow(actor: Actor, site: number): void {
     const m = this.m;
-    const t0 = this.stats !== null ? performance.now() : 0;
+    const stats = this.stats;
+    const t0 = stats !== null ? performance.now() : 0;
     let backoff = 1;
-    Atomics.add(m, this.base + LOCKW.WAITERS, 1);
+    Atomics.add(m, this.base + W_WAITERS, 1);
     do {
       // test-and-test-and-set with bounded exponential back-off
-      for (let i = 0; i < backoff && Atomics.load(m, this.base + LOCKW.NEXT) !== 0; i++) {
+      for (let i = 0; i < backoff && Atomics.load(m, this.base + W_NEXT) !== 0; i++) {
         /* spin */
       }
       if (backoff < TAS_MAX_BACKOFF) backoff <<= 1;
-      actor.sched.waitWhile(this.base + LOCKW.NEXT, 1, SITE['lock.spin']);
-    } while (Atomics.compareExchange(m, this.base + LOCKW.NEXT, 0, 1) !== 0);
-    Atomics.sub(m, this.base + LOCKW.WAITERS, 1);
-    this.owned(actor, site);
-    if (this.stats !== null) this.noteContended(actor, site, t0);
+      actor.sched.waitWhile(this.base + W_NEXT, 1, P_SPIN);
+    } while (Atomics.compareExchange(m, this.base + W_NEXT, 0, 1) !== 0);
+    Atomics.sub(m, this.base + W_WAITERS, 1);
+    m[this.base + W_OWNER] = actor.id + 1;
+    m[this.base + W_OWNER_SITE] = site;
+    if (stats !== null) this.hold.contendedSince(m, this.base, actor, site, t0, stats);
+  }
+
+  private release(): void {
+    const m = this.m;
+    m[this.base + W_OWNER] = 0;
+    Atomics.store(m, this.base + W_NEXT, 0);
+    if (m[this.base + W_WAITERS] !== 0) Atomics.notify(m, this.base + W_NEXT);
   }
 
   unlock(actor: Actor): void {
-    this.checkOwner(actor);
-    const m = this.m;
+    if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
     const stats = this.stats;
-    if (stats === null) {
-      m[this.base + LOCKW.OWNER] = 0;
-      Atomics.store(m, this.base + LOCKW.NEXT, 0);
-      if (Atomics.load(m, this.base + LOCKW.WAITERS) !== 0) Atomics.notify(m, this.base + LOCKW.NEXT);
+    const hold = this.hold;
+    if (stats === null || !hold.report) {
+      this.release();
     } else {
-      const start = this.holdStart;
-      const holdNs = start >= 0 ? (performance.now() - start) * NS_PER_MS : -1;
-      const site = this.site;
-      const contended = this.contended;
-      const bounce = this.bounce;
-      const waitNs = this.waitNs;
-      m[this.base + LOCKW.OWNER] = 0;
-      Atomics.store(m, this.base + LOCKW.NEXT, 0);
-      if (Atomics.load(m, this.base + LOCKW.WAITERS) !== 0) Atomics.notify(m, this.base + LOCKW.NEXT);
-      stats.record(site, contended, bounce, waitNs, holdNs);
+      const holdNs = hold.endHold();
+      const site = hold.site;
+      const waitNs = hold.waitNs;
+      const weight = hold.weight;
+      this.release();
+      stats.timed(site, waitNs, holdNs, weight);
     }
-    actor.sched.point(SITE['lock.release']);
+    actor.sched.point(P_RELEASE);
+  }
+
+  owner(): number {
+    return Atomics.load(this.m, this.base + W_OWNER) - 1;
+  }
+  heldBy(actor: Actor): boolean {
+    return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
+  }
+  retag(_actor: Actor, site: number): void {
+    if (this.stats !== null) this.hold.retag(site, this.stats);
   }
 }

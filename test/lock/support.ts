@@ -1,0 +1,68 @@
+/** Shared pieces of the lock tests: worker threads running test/lock/worker.mjs, a scripted Sched. */
+import { existsSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import type { Sched } from '../../src/sync/sched.js';
+
+const WORKER = new URL('./worker.mjs', import.meta.url);
+
+/** Shared words used by worker.mjs (after the lock block at 0..7). */
+export const W = { BARRIER: 8, INSIDE: 9, OVERLAPS: 10, COUNTER: 11, LOG_LEN: 12, GO: 16, LOG: 64 } as const;
+export const SHARED_WORDS = 256;
+
+export function requireBuild(): void {
+  if (!existsSync(new URL('../../dist/src/sync/spinlock.js', import.meta.url))) {
+    throw new Error('test/lock needs the compiled code: run `npm run build` first');
+  }
+}
+
+/** Start a worker on one job; resolves with what it posts back. */
+export function spawn<T>(data: Record<string, unknown>): { worker: Worker; result: Promise<T> } {
+  const worker = new Worker(WORKER, { workerData: data });
+  const result = new Promise<T>((resolve, reject) => {
+    worker.once('message', (v: T) => resolve(v));
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`worker exited with code ${code}`));
+    });
+  });
+  return { worker, result };
+}
+
+/** Block the calling thread until m[index] >= value (Atomics, no sleep). */
+export function waitAtLeast(m: Int32Array, index: number, value: number, timeoutMs = 20_000): void {
+  const limit = Date.now() + timeoutMs;
+  for (;;) {
+    const v = Atomics.load(m, index);
+    if (v >= value) return;
+    if (Date.now() > limit) throw new Error(`timed out waiting for word ${index} to reach ${value} (it is ${v})`);
+    Atomics.wait(m, index, v, 50);
+  }
+}
+
+/**
+ * A single-threaded Sched for constructed cases: `onWait` is what the
+ * other actor does while this one waits (it must change the word).
+ */
+export class ScriptedWait implements Sched {
+  onWait: (() => void) | null = null;
+  waits = 0;
+  constructor(private readonly m: Int32Array) {}
+  point(_site: number): void {}
+  idle(_ms: number): void {}
+  waitWhile(index: number, value: number, _site: number): void {
+    if (Atomics.load(this.m, index) !== value) return;
+    this.waits++;
+    if (!this.onWait) throw new Error(`unscripted wait on word ${index}: a single-threaded test would hang`);
+    const f = this.onWait;
+    this.onWait = null;
+    f();
+  }
+}
+
+/** Busy-wait `us` microseconds (a known minimum duration for wait and hold times). */
+export function busy(us: number): void {
+  const end = performance.now() + us / 1000;
+  while (performance.now() < end) {
+    /* spin */
+  }
+}
