@@ -47,6 +47,8 @@ export interface BugInfo {
   description: string;
   /** The invariant expected to catch it. */
   expected: InvariantName;
+  /** Other invariants that legitimately catch it first (the same defect seen from another side). */
+  also?: InvariantName[];
   /** Where it comes from. */
   origin: string;
 }
@@ -57,6 +59,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'noTlbiOnDissolve',
     description: 'dissolving a block does not flush the TLB',
     expected: 'tlb-coherent',
+    also: ['frame-use-after-free'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -71,6 +74,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'thpWhileLogging',
     description: 'THP adjust ignores logging and maps a block',
     expected: 'no-block-while-logging',
+    also: ['migration-equal'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -78,6 +82,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'hugetlbWhileLogging',
     description: 'a hugetlb VMA gets a block while logging',
     expected: 'no-block-while-logging',
+    also: ['migration-equal'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -85,6 +90,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'noWpOnEnable',
     description: 'turning logging on does not write-protect the slot',
     expected: 'migration-equal',
+    also: ['no-block-while-logging'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -92,6 +98,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'wpBeforeGrace',
     description: 'turning logging on write-protects before the SRCU grace period',
     expected: 'no-block-while-logging',
+    also: ['migration-equal'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -99,6 +106,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'noNotifierRetry',
     description: 'the fault path ignores mmu_notifier_retry',
     expected: 'shadow-equal',
+    also: ['frame-use-after-free', 'tlb-coherent'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -120,6 +128,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'harvestNoFlush',
     description: 'harvesting write-protects without flushing the TLB',
     expected: 'migration-equal',
+    also: ['tlb-coherent'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -127,6 +136,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'flushNoWait',
     description: 'a TLB flush returns before vCPUs stop using removed entries',
     expected: 'frame-use-after-free',
+    also: ['migration-equal', 'shadow-equal'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -148,6 +158,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'wpRangeUnaligned',
     description: 'the range walk steps by whole granules from an unaligned start, skipping entries (an unaligned unmap leaves freed pages mapped)',
     expected: 'frame-use-after-free',
+    also: ['shadow-equal', 'tlb-coherent'],
     origin: 'Linux 5.12 "Fix range alignment when walking page tables"',
   },
   {
@@ -155,6 +166,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'blockOverTable',
     description: 'a block is installed over a PMD that holds a PTE table (the 5.1 fix undone)',
     expected: 'table-conservation',
+    also: ['tlb-coherent'],
     origin: 'Linux 5.1 "Fix handling of stage2 huge mappings"',
   },
   {

@@ -40,10 +40,13 @@ describe('threads mode', () => {
   it('a violation report names the invariant, the actor, the page or table, every actor\'s last events and the rerun command', async () => {
     const { report } = await firstFailure(['--scenario', 'cancel', '--profile', 'v15', '--guest-mem', '16M', '--vcpus', '2', '--duration', '4s'], [1, 2, 3, 4, 5]);
     expect(report).not.toBeNull();
-    const v = report!.violations[0];
-    expect(v.invariant).toBeTruthy();
-    expect(v.actor).toBeTruthy();
-    expect(v.gfn !== undefined || v.table !== undefined, JSON.stringify(v)).toBe(true);
+    for (const v of report!.violations) {
+      expect(v.invariant).toBeTruthy();
+      expect(v.actor).toBeTruthy();
+    }
+    // The first may be the live one (the table pool ran dry); the stopped-world
+    // check after it names the leaked tables.
+    expect(report!.violations.some((v) => v.gfn !== undefined || v.table !== undefined), JSON.stringify(report!.violations)).toBe(true);
     expect(Object.keys(report!.traces)).toEqual(expect.arrayContaining(['vcpu0', 'vcpu1', 'migrator']));
     expect(report!.traces.migrator.length).toBeGreaterThan(0);
     expect(report!.replay).toMatch(/^s2stress run .*--profile v15 .*--seed \d+$/);

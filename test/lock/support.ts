@@ -1,7 +1,11 @@
 /** Shared pieces of the lock tests: worker threads running test/lock/worker.mjs, a scripted Sched. */
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { expect } from 'vitest';
 import type { Sched } from '../../src/sync/sched.js';
+import type { LockKind, ProfileName } from '../../src/config.js';
+import { runThreads } from '../../stress/run.js';
+import { defaultOptions } from '../../stress/options.js';
 
 const WORKER = new URL('./worker.mjs', import.meta.url);
 
@@ -65,4 +69,26 @@ export function busy(us: number): void {
   while (performance.now() < end) {
     /* spin */
   }
+}
+
+/**
+ * Lock correctness under one scenario and profile, threads mode: a short
+ * run must end cleanly (no harness failure: no worker crash, no hang), with
+ * no `lock-held` or `progress` violation (a writer without mmu_lock, the
+ * lock held at a stop-the-world point, a deadlock or a starving actor), and
+ * lock statistics whose rows add up. Other invariants belong to the model
+ * and its profiles (v14 and v15 have known defects).
+ */
+export async function checkLockUnderScenario(lock: LockKind, scenario: string, profile: ProfileName, seed: number): Promise<void> {
+  const o = { ...defaultOptions(), scenario, profile, lock, vcpus: 2, guestMem: 16 * 1024 * 1024, durationMs: 300, seed, quiet: true, checkEveryMs: 100, watchdogMs: 5000 };
+  const r = await runThreads(o);
+  const rerun = `seed ${seed}; rerun: ${r.replay}`;
+  expect(r.error, rerun).toBe(null);
+  expect(
+    r.violations.filter((v) => v.invariant === 'lock-held' || v.invariant === 'progress').map((v) => `[${v.invariant}] ${v.message}`),
+    rerun,
+  ).toEqual([]);
+  expect(r.lock.enabled, rerun).toBe(true);
+  expect(r.lock.sites.reduce((x, s) => x + s.acquisitions, 0), rerun).toBe(r.lock.acquisitions);
+  expect(r.quiescentChecks, rerun).toBeGreaterThan(0);
 }

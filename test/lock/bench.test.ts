@@ -1,0 +1,48 @@
+/**
+ * `s2stress bench --quick`: every section runs, the output names the
+ * targets, and the JSON carries the ratios, the scaling table and the
+ * machine. Figures are not checked (benchmarks, not timed tests). Needs
+ * `npm run build` (the threads-mode sections load dist/workers/actor.js).
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../stress/cli.js';
+import { requireBuild } from './support.js';
+
+describe('s2stress bench --quick', () => {
+  beforeAll(requireBuild);
+
+  it('runs every section and writes the results as JSON', async () => {
+    const json = join(mkdtempSync(join(tmpdir(), 's2bench-')), 'bench.json');
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['bench', '--quick', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--seed', '3', '--json', json], {
+      out: (s) => out.push(s),
+      err: (s) => err.push(s),
+    });
+    expect(code, err.join('\n')).toBe(0);
+    const text = out.join('\n');
+    for (const heading of ['mmu_lock acquire+release', 'TLB-hit guest access', '4 KiB fault path', 'Scaling', 'Lock statistics cost', 'Targets']) {
+      expect(text).toContain(heading);
+    }
+    expect(text).toMatch(/2 core|\d+ core/);
+    const r = JSON.parse(readFileSync(json, 'utf8'));
+    expect(Object.keys(r.machine).sort()).toEqual(['cpuModel', 'date', 'loadavgEnd', 'loadavgStart', 'node', 'nproc', 'platform']);
+    expect(r.lock.rows.find((x: { name: string }) => x.name.startsWith('ticket, statistics on')).ratio).toBeGreaterThan(0);
+    expect(r.tlb.rows.filter((x: { ratio: number | null }) => x.ratio !== null)).toHaveLength(2);
+    expect(r.fault.rows.every((x: { faultsPerSec: number }) => x.faultsPerSec > 0)).toBe(true);
+    expect(r.scaling.points.map((p: { lock: string; vcpus: number }) => `${p.lock}/${p.vcpus}`)).toEqual(['ticket/1', 'ticket/2', 'tas/1', 'tas/2']);
+    expect(r.scaling.points.every((p: { result: string; contentionRatio: number }) => p.result === 'pass' && p.contentionRatio >= 0)).toBe(true);
+    expect(r.overhead.pairs).toHaveLength(1);
+    expect(r.targets.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('rejects an unknown flag with exit code 2, naming it', async () => {
+    const err: string[] = [];
+    const code = await main(['bench', '--frobnicate'], { out: () => {}, err: (s) => err.push(s) });
+    expect(code).toBe(2);
+    expect(err.join('\n')).toMatch(/--frobnicate/);
+  });
+});

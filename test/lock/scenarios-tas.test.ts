@@ -1,0 +1,19 @@
+/**
+ * The tas lock under every scenario and profile, threads mode: see
+ * checkLockUnderScenario(). Needs `npm run build` (workers load dist/).
+ */
+import { beforeAll, describe, it } from 'vitest';
+import { PROFILES } from '../../src/config.js';
+import { SCENARIOS } from '../../stress/scenarios.js';
+import { checkLockUnderScenario, requireBuild } from './support.js';
+
+const SEED = 8;
+
+describe('--lock tas: correct under every scenario and profile (threads mode)', () => {
+  beforeAll(requireBuild);
+  for (const s of SCENARIOS) {
+    for (const profile of PROFILES) {
+      it(`${s.name}, ${profile}`, () => checkLockUnderScenario('tas', s.name, profile, SEED));
+    }
+  }
+});

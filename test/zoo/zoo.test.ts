@@ -1,0 +1,83 @@
+/**
+ * The detection suite: every injectable defect is reported, by the invariant
+ * expected to catch it, within a fixed budget of seeds, in sim mode and in a
+ * short threads-mode run; and the clean `fixed` profile passes the very same
+ * seeds and configurations, so no detection is a false alarm.
+ */
+import { describe, expect, it } from 'vitest';
+import { BUGS } from '../../src/profiles.js';
+import { parseRunArgs } from '../../stress/options.js';
+import { runSim } from '../../stress/simrun.js';
+import { runThreads } from '../../stress/run.js';
+import { zooArgs, type ZooBudget } from '../../stress/zoo.js';
+import type { Report } from '../../stress/report.js';
+import { why } from '../harness/util.js';
+
+const SIM_SEEDS = [1, 2, 3, 4, 5];
+const THREADS_SEEDS = [1, 2, 3];
+const BUDGET: ZooBudget = { seeds: 5, simOps: 40_000, threadsMs: 4000, vcpus: 2, guestMem: '8M' };
+
+async function go(args: string[]): Promise<Report> {
+  const o = parseRunArgs(args);
+  return o.mode === 'sim' ? runSim(o) : runThreads(o);
+}
+
+function withoutBug(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--bug') {
+      i++;
+      continue;
+    }
+    out.push(args[i]);
+  }
+  return out;
+}
+
+describe('bug zoo detection', () => {
+  for (const bug of BUGS) {
+    const accepted = [bug.expected, ...(bug.also ?? [])];
+    it(`${bug.name} is caught in sim mode by ${accepted.join(' or ')} within seeds ${SIM_SEEDS.join(',')}; fixed passes the same seeds`, async () => {
+      let caught: Report | null = null;
+      const tried: number[] = [];
+      for (const seed of SIM_SEEDS) {
+        tried.push(seed);
+        const args = zooArgs(bug.name, 'sim', seed, BUDGET);
+        const r = await go(args);
+        if (r.result === 'fail') {
+          caught = r;
+          const clean = await go(withoutBug(args));
+          expect(clean.result, `fixed without ${bug.name} must pass the same configuration: ${why(clean)}`).toBe('pass');
+          break;
+        }
+      }
+      expect(caught, `${bug.name} not caught in sim seeds ${tried.join(',')}`).not.toBeNull();
+      expect(caught!.exitCode, why(caught!)).toBe(1);
+      const invs = caught!.violations.map((v) => v.invariant);
+      expect(invs.some((i) => accepted.includes(i)), `${bug.name}: ${why(caught!)}`).toBe(true);
+    });
+
+    it(`${bug.name} is caught in a short threads-mode run (seeds ${THREADS_SEEDS.join(',')})`, async () => {
+      let caught: Report | null = null;
+      for (const seed of THREADS_SEEDS) {
+        const r = await go(zooArgs(bug.name, 'threads', seed, BUDGET));
+        if (r.result === 'fail') {
+          caught = r;
+          break;
+        }
+      }
+      expect(caught, `${bug.name} not caught in threads mode`).not.toBeNull();
+      expect(caught!.exitCode, why(caught!)).toBe(1);
+      const invs = caught!.violations.map((v) => v.invariant);
+      expect(invs.some((i) => accepted.includes(i)), `${bug.name}: ${why(caught!)}`).toBe(true);
+    }, 120_000);
+  }
+
+  it('the clean fixed profile passes every zoo configuration in threads mode', async () => {
+    const configs = new Set(BUGS.map((b) => JSON.stringify(withoutBug(zooArgs(b.name, 'threads', 1, { ...BUDGET, threadsMs: 1500 })))));
+    for (const c of configs) {
+      const r = await go(JSON.parse(c));
+      expect(r.result, why(r)).toBe('pass');
+    }
+  }, 300_000);
+});
