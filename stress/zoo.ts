@@ -19,6 +19,8 @@ export interface ZooTarget {
   backing: string;
   /** Extra run flags. */
   extra?: string[];
+  /** Extra flags for threads mode only (chaos delays widen a race window). */
+  threadsExtra?: string[];
 }
 
 export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
@@ -29,7 +31,9 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'thp-while-logging': { scenario: 'migrate', backing: 'thp' },
   'hugetlb-while-logging': { scenario: 'migrate', backing: 'hugetlb' },
   'no-wp-on-enable': { scenario: 'migrate', backing: 'thp' },
-  'wp-before-grace': { scenario: 'log-toggle', backing: 'thp' },
+  // A fault that read the old slot must reach mmu_lock after the early
+  // write-protect: in threads mode, chaos delays widen that window.
+  'wp-before-grace': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2'] },
   'no-notifier-retry': { scenario: 'notifier-storm', backing: 'anon' },
   'leak-on-dissolve': { scenario: 'migrate', backing: 'thp' },
   'harvest-no-wp': { scenario: 'migrate', backing: 'anon' },
@@ -59,7 +63,7 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
-  return [...args, ...(t.extra ?? [])];
+  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : [])];
 }
 
 export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget): Promise<Report> {
