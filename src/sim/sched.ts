@@ -152,6 +152,18 @@ export class SimState {
     return x >>> 0;
   }
 
+  /** Pass the baton from `from` to `next` (one futex wake); the choice is part of the schedule hash. */
+  handOver(from: number, next: number): void {
+    const s = this.s;
+    this.f[SIMF.SWITCHES] += 1;
+    s[SIM.CURRENT] = next;
+    s[SIM.HASH] = Math.imul(s[SIM.HASH] ^ (next + 0x10000), 16777619);
+    Atomics.store(s, this.word(from, A_TURN), 0);
+    const t = this.word(next, A_TURN);
+    Atomics.store(s, t, 1);
+    Atomics.notify(s, t);
+  }
+
   hashString(): string {
     const steps = this.f[SIMF.STEPS];
     return `${(this.s[SIM.HASH] >>> 0).toString(16).padStart(8, '0')}-${steps.toString(16)}`;
@@ -338,14 +350,7 @@ export class SimSched implements Sched {
   }
 
   private handTo(next: number): void {
-    const s = this.s;
-    this.f[SIMF.SWITCHES] += 1;
-    s[SIM.CURRENT] = next;
-    s[SIM.HASH] = Math.imul(s[SIM.HASH] ^ (next + 0x10000), 16777619);
-    Atomics.store(s, this.st.word(this.me, A_TURN), 0);
-    const t = this.st.word(next, A_TURN);
-    Atomics.store(s, t, 1);
-    Atomics.notify(s, t);
+    this.st.handOver(this.me, next);
   }
 
   private waitTurn(): void {
@@ -421,14 +426,7 @@ export class SimMain {
   resume(): boolean {
     const next = new SimSched(this.m, this.st, this.me).choose(-1);
     if (next === this.me) return false;
-    const s = this.st.s;
-    this.st.f[SIMF.SWITCHES] += 1;
-    s[SIM.CURRENT] = next;
-    s[SIM.HASH] = Math.imul(s[SIM.HASH] ^ (next + 0x10000), 16777619);
-    Atomics.store(s, this.st.word(this.me, A_TURN), 0);
-    const t = this.st.word(next, A_TURN);
-    Atomics.store(s, t, 1);
-    Atomics.notify(s, t);
+    this.st.handOver(this.me, next);
     return true;
   }
 

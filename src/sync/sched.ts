@@ -48,6 +48,13 @@ export function spinWaitWhile(m: Int32Array, index: number, value: number): void
   }
 }
 
+/** spinWaitWhile, saying in the actor's WAITING_ON word (if any) what it waits on. */
+function recordedWaitWhile(m: Int32Array, waitWord: number, index: number, value: number): void {
+  if (waitWord >= 0) Atomics.store(m, waitWord, index + 1);
+  spinWaitWhile(m, index, value);
+  if (waitWord >= 0) Atomics.store(m, waitWord, 0);
+}
+
 const idleCell = new Int32Array(new SharedArrayBuffer(4));
 /** Real-time pause of the calling thread (threads mode pacing only). */
 export function idleFor(ms: number): void {
@@ -66,9 +73,7 @@ export class FreeSched implements Sched {
   ) {}
   point(_site: number): void {}
   waitWhile(index: number, value: number, _site: number): void {
-    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, index + 1);
-    spinWaitWhile(this.m, index, value);
-    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, 0);
+    recordedWaitWhile(this.m, this.waitWord, index, value);
   }
   idle(ms: number): void {
     idleFor(ms);
@@ -129,9 +134,7 @@ export class ChaosSched implements Sched {
     }
   }
   waitWhile(index: number, value: number, _site: number): void {
-    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, index + 1);
-    spinWaitWhile(this.m, index, value);
-    if (this.waitWord >= 0) Atomics.store(this.m, this.waitWord, 0);
+    recordedWaitWhile(this.m, this.waitWord, index, value);
   }
   idle(ms: number): void {
     idleFor(ms);
