@@ -94,13 +94,22 @@ export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): voi
   }
   Atomics.store(m, L.frameData + nf, Atomics.load(m, L.frameData + old));
   const nv = nf | HPTE_PRESENT | HPTE_WRITE;
-  hpteSetLocked(kvm, gfn, nv);
-  kvmMmuNotifierChangePte(kvm, actor, gfn, nf);
-  hpteUnlock(kvm, gfn, nv);
+  setPteAtNotifyAndUnlock(kvm, actor, gfn, nv);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
   putPage(kvm, actor, old);
   kvm.count(actor, CNT.cowBreaks);
   kvm.trace(actor, EV['host.cow'], gfn, old, nf);
+}
+
+/**
+ * set_pte_at_notify() under the held host PTE lock, then unlock: the new
+ * entry is installed and KVM hears of it through change_pte (which takes
+ * mmu_lock: the ptl -> mmu_lock order).
+ */
+export function setPteAtNotifyAndUnlock(kvm: Kvm, actor: Actor, gfn: number, nv: number): void {
+  hpteSetLocked(kvm, gfn, nv);
+  kvmMmuNotifierChangePte(kvm, actor, gfn, nv & HPTE_FRAME_MASK);
+  hpteUnlock(kvm, gfn, nv);
 }
 
 /**

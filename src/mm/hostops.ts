@@ -20,13 +20,12 @@ import {
   HPTE_PRESENT,
   HPTE_WRITE,
   hpteLock,
-  hpteSetLocked,
   hpteUnlock,
   regionBacking,
 } from './hostpt.js';
 import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_KSM, FRAME_THP, allocFrame, allocGroup, getPage, putPage } from './frames.js';
+import { setPteAtNotifyAndUnlock } from './hostfault.js';
 import {
-  kvmMmuNotifierChangePte,
   kvmMmuNotifierInvalidateRangeEnd,
   kvmMmuNotifierInvalidateRangeStart,
 } from '../kvm/notifier.js';
@@ -224,9 +223,7 @@ export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean 
   getPage(kvm, fa);
   Atomics.or(m, L.frameFlags + fa, FRAME_KSM);
   const nv = fa | HPTE_PRESENT;
-  hpteSetLocked(kvm, b, nv);
-  kvmMmuNotifierChangePte(kvm, actor, b, fa);
-  hpteUnlock(kvm, b, nv);
+  setPteAtNotifyAndUnlock(kvm, actor, b, nv);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, b, 1);
   putPage(kvm, actor, fb);
   kvm.count(actor, CNT.ksmMerges);
