@@ -32,8 +32,10 @@ export interface RunOptions {
   seed: number;
   json: string | null;
   quiet: boolean;
-  /** Quiescence check period (ms). */
+  /** Quiescence check period (ms), threads mode. */
   checkEveryMs: number;
+  /** Quiescence check period in scheduling steps, sim mode (0 = scaled with the guest). */
+  checkEverySteps: number;
   /** Watchdog: an actor without progress this long is a `progress` violation (ms). */
   watchdogMs: number;
   /** Keep lock statistics. */
@@ -68,6 +70,7 @@ export function defaultOptions(): RunOptions {
     json: null,
     quiet: false,
     checkEveryMs: 1000,
+    checkEverySteps: 0,
     watchdogMs: 15_000,
     lockStats: true,
     lockHoldSample: 64,
@@ -101,6 +104,7 @@ const VALUE_FLAGS = new Set([
   '--seed',
   '--json',
   '--check-every',
+  '--check-steps',
   '--watchdog',
   '--crash-actor',
   '--lock-hold-sample',
@@ -197,6 +201,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--check-every':
         o.checkEveryMs = parseDuration(arg, value);
         break;
+      case '--check-steps':
+        o.checkEverySteps = parseIntFlag(arg, value, 100, 1e12);
+        break;
       case '--watchdog':
         o.watchdogMs = parseDuration(arg, value);
         break;
@@ -246,6 +253,7 @@ export function replayCommand(o: RunOptions): string {
     `--mode ${o.mode}`,
   ];
   if (o.mode === 'sim') parts.push(`--sched ${o.sched}`, `--pct-depth ${o.pctDepth}`);
+  if (o.mode === 'sim' && o.checkEverySteps > 0) parts.push(`--check-steps ${o.checkEverySteps}`);
   if (o.chaos > 0) parts.push(`--chaos ${o.chaos}`);
   parts.push(
     `--vcpus ${o.vcpus}`,

@@ -32,7 +32,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     estimatedSteps,
     // Stop-the-world checks often enough to see short-lived states (a stale
     // TLB entry lives until the next whole-VM flush), scaled with the guest.
-    checkEverySteps: Math.max(SIM_CHECK_MIN_STEPS, (o.guestMem >>> 12) * 2),
+    checkEverySteps: o.checkEverySteps > 0 ? o.checkEverySteps : Math.max(SIM_CHECK_MIN_STEPS, Math.floor(o.guestMem / 4096) * 2),
     vcpus: o.vcpus,
   };
   const st = SimState.create(simCfg);

@@ -21,12 +21,15 @@ export interface ZooTarget {
   extra?: string[];
   /** Extra flags for threads mode only (chaos delays widen a race window). */
   threadsExtra?: string[];
+  /** Extra flags for sim mode only. */
+  simExtra?: string[];
 }
 
 export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // A stale read-only block entry survives only in a TLB that keeps reading
   // (a write faults and drops it): a read-mostly guest with more vCPUs.
-  'no-tlbi-on-dissolve': { scenario: 'migrate', backing: 'thp', extra: ['--write-pct', '5', '--vcpus', '4'] },
+  // It lives until the next whole-VM flush, so checks must come often.
+  'no-tlbi-on-dissolve': { scenario: 'migrate', backing: 'thp', extra: ['--write-pct', '5', '--vcpus', '4'], simExtra: ['--check-steps', '500'], threadsExtra: ['--check-every', '20ms'] },
   'no-mark-dirty': { scenario: 'migrate', backing: 'thp' },
   'thp-while-logging': { scenario: 'migrate', backing: 'thp' },
   'hugetlb-while-logging': { scenario: 'migrate', backing: 'hugetlb' },
@@ -34,7 +37,8 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // A fault that read the old slot must reach mmu_lock after the early
   // write-protect: in threads mode, chaos delays widen that window.
   'wp-before-grace': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2'] },
-  'no-notifier-retry': { scenario: 'notifier-storm', backing: 'anon' },
+  // A fault must map a page the host is changing: a small guest makes them meet.
+  'no-notifier-retry': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
   'leak-on-dissolve': { scenario: 'migrate', backing: 'thp' },
   'harvest-no-wp': { scenario: 'migrate', backing: 'anon' },
   'harvest-no-flush': { scenario: 'migrate', backing: 'anon' },
@@ -63,7 +67,7 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
-  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : [])];
+  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? []))];
 }
 
 export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget): Promise<Report> {
