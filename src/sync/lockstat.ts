@@ -16,12 +16,14 @@
  *   which crosses the piscina result channel as a plain string and is merged
  *   with add() on the main thread;
  * and over the library's WebAssembly variant because that one needs an
- * asynchronous (or per-thread synchronous) initialisation in every worker and
- * an explicit destroy() of every histogram, for a speed-up (~117 -> ~33 ns
- * per record) paid only on timed acquisitions, after the release. Every
- * variant was checked to work in worker threads (see test/lock/stats-merge).
+ * initialisation in every worker (initWebAssembly, or initWebAssemblySync)
+ * and an explicit destroy() of every histogram (they live in the WASM heap),
+ * for a speed-up (~117 -> ~33 ns per record, measured here) paid only on
+ * timed acquisitions, after the release. Both variants were checked to
+ * record, encode, decode and merge across worker threads; the JS one is
+ * what test/lock/stats.test.ts ("merge across worker threads") covers.
  * Min, max and total are kept exactly beside the histogram; the histogram
- * (3 significant digits) gives the percentiles.
+ * (3 significant digits, 64-bit counts) gives the percentiles.
  *
  * Cost: the clock is what makes lock_stat expensive (performance.now() is
  * ~40 ns here, more than the bare compare-exchange + store pair a lock is
