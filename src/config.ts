@@ -43,8 +43,9 @@ export interface ModelConfig {
   /** Keep per-call-site lock statistics. */
   lockStats: boolean;
   /**
-   * Lock statistics: time the hold of one uncontended acquisition in this
-   * many (a power of two; 1 = every hold, as lock_stat). Default 64.
+   * Lock statistics: after each site's first holds (timed exactly), time
+   * one hold in this many (a power of two; 1 = every hold, as lock_stat).
+   * Default 256 (src/sync/lockstat.ts DEFAULT_HOLD_SAMPLE).
    */
   lockHoldSample?: number;
   /** TLB slots per vCPU for 4 KiB entries (power of two). */
@@ -61,7 +62,7 @@ export const DEFAULT_MODEL: ModelConfig = {
   bugs: [],
   lock: 'ticket',
   lockStats: true,
-  lockHoldSample: 64,
+  lockHoldSample: 256,
   tlbPageSlots: 256,
   tlbBlockSlots: 16,
 };
@@ -115,7 +116,7 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
   if (!(LOCK_KINDS as readonly string[]).includes(c.lock)) {
     throw new ConfigError('--lock', `--lock must be one of ${LOCK_KINDS.join('|')}, got '${c.lock}'`);
   }
-  const hs = c.lockHoldSample ?? 64;
+  const hs = c.lockHoldSample ?? 256;
   if (!Number.isInteger(hs) || hs < 1 || hs > 65536 || (hs & (hs - 1)) !== 0) {
     throw new ConfigError('--lock-hold-sample', `--lock-hold-sample must be a power of two from 1 to 65536, got ${hs}`);
   }

@@ -40,7 +40,7 @@ export interface RunOptions {
   watchdogMs: number;
   /** Keep lock statistics. */
   lockStats: boolean;
-  /** Lock statistics: time one uncontended hold in this many (power of two; 1 = all, as lock_stat). */
+  /** Lock statistics: after each site's first holds, time one hold in this many (power of two; 1 = all, as lock_stat). */
   lockHoldSample: number;
   /** Testing aid: make this actor's worker throw (e.g. vcpu1, hostmm, migrator). */
   crashActor: string | null;
@@ -73,7 +73,7 @@ export function defaultOptions(): RunOptions {
     checkEverySteps: 0,
     watchdogMs: 15_000,
     lockStats: true,
-    lockHoldSample: 64,
+    lockHoldSample: 256,
     crashActor: null,
   };
 }

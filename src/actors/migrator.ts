@@ -34,8 +34,11 @@ export function pauseVcpus(kvm: Kvm, actor: Actor): boolean {
   kvm.trace(actor, EV.pause, 1);
   for (;;) {
     const paused = Atomics.load(m, CTRL.VCPUS_PAUSED);
-    if (paused >= kvm.layout.vcpus) return true;
+    // A vCPU that returned at the end of the run counts as paused; the end
+    // is set before any vCPU returns, so look at it after the count: a
+    // count that includes a returned vCPU is never taken for a real pause.
     if (runEnded(kvm)) return false;
+    if (paused >= kvm.layout.vcpus) return true;
     actor.sched.waitWhile(CTRL.VCPUS_PAUSED, paused, SITE.park);
   }
 }

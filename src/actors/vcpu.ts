@@ -9,7 +9,7 @@ import type { Actor } from '../sync/actor.js';
 import { XorShift32 } from '../sync/sched.js';
 import { CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
-import { guestAccess } from '../kvm/vcpu.js';
+import { ACCESS_ABORTED, guestAccess } from '../kvm/vcpu.js';
 import { safePoint, tick } from './control.js';
 import { type ActorParams, actorSeed } from './params.js';
 
@@ -71,7 +71,7 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
           value = ((vcpu.writeSeq << 7) | vcpu.id) | 0;
         }
       }
-      guestAccess(kvm, vcpu, gfn, write, value);
+      if (guestAccess(kvm, vcpu, gfn, write, value) === ACCESS_ABORTED) break;
     }
     done += n;
     tick(kvm, vcpu);

@@ -39,7 +39,11 @@
  *   `holdSampleEvery` on average (seeded random gaps, so that no periodic
  *   pattern of the workload aliases with the sampling), recorded with that
  *   weight: hold totals, averages and percentiles of busy sites are
- *   unbiased estimates; `--lock-hold-sample 1` times every hold;
+ *   unbiased estimates; `--lock-hold-sample 1` times every hold. A hold
+ *   re-tagged to a rare site (a fault that dissolves a block or maps one)
+ *   that was not being timed is timed from the re-tag on, by that site's
+ *   own count, so the dissolve and block-map rows are exact as well (less
+ *   the fault's first steps before the re-tag);
  * - histograms are fed after the release, outside the critical section.
  */
 import * as hdr from 'hdr-histogram-js';
@@ -206,9 +210,10 @@ export class LockStats implements LockStatsSink {
     return this.holdSampleEvery;
   }
 
-  moved(from: number, to: number, contended: boolean, bounce: boolean): void {
+  moved(from: number, to: number, contended: boolean, bounce: boolean, timed: boolean): number {
     this.acq[from]--;
-    this.acq[to]++;
+    const n = this.acq[to] + 1;
+    this.acq[to] = n;
     if (bounce) {
       this.bounces[from]--;
       this.bounces[to]++;
@@ -221,6 +226,11 @@ export class LockStats implements LockStatsSink {
         this.conBounces[to]++;
       }
     }
+    if (timed) return 0;
+    if (n <= this.exactFirst) return 1;
+    if (--this.countdown > 0) return 0;
+    this.countdown = this.nextGap();
+    return this.holdSampleEvery;
   }
 
   timed(site: number, waitNs: number, holdNs: number, holdWeight: number): void {
@@ -443,7 +453,7 @@ export function formatLockTable(r: LockReport): string {
   const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const sampling =
     r.holdSampleEvery > 1
-      ? `; holdtimes of uncontended acquisitions sampled 1 in ${r.holdSampleEvery} (weighted: totals and avgs are estimates; --lock-hold-sample 1 times every hold)`
+      ? `; holdtimes: each site's first ${EXACT_FIRST_HOLDS} acquisitions per thread, then 1 in ${r.holdSampleEvery} (weighted: totals and avgs are estimates; --lock-hold-sample 1 times every hold)`
       : '';
   return [`mmu_lock (${r.kind}) lock_stat, times in us${sampling}:`, fmt(head), ...rows.map(fmt)].join('\n');
 }

@@ -74,8 +74,13 @@ export interface LockStatsSink {
    * acquisition is always timed.)
    */
   acquired(site: number, contended: boolean, bounce: boolean): number;
-  /** Re-tag: move the current acquisition, as counted, from site `from` to site `to`. */
-  moved(from: number, to: number, contended: boolean, bounce: boolean): void;
+  /**
+   * Re-tag: move the current acquisition, as counted, from site `from` to
+   * site `to`. When its hold is not being timed (`timed` false), returns the
+   * weight with which to time it from now on, by the new site's sampling
+   * (0: not at all), so that a rare site reached by re-tagging is timed too.
+   */
+  moved(from: number, to: number, contended: boolean, bounce: boolean, timed: boolean): number;
   /**
    * After the release, for an acquisition that waited or whose hold was
    * timed, at its final site: the wait (ns, or -1 when it did not wait) and
@@ -168,8 +173,17 @@ class Hold {
   }
 
   retag(site: number, stats: LockStatsSink): void {
-    if (site !== this.site) stats.moved(this.site, site, this.contended, this.bounce);
+    if (site === this.site) return;
+    const weight = stats.moved(this.site, site, this.contended, this.bounce, this.weight !== 0);
     this.site = site;
+    if (this.weight === 0 && weight !== 0) {
+      // Timed from the re-tag on: the part of the hold before it (the
+      // fault's first steps, well under a microsecond) is not counted.
+      this.weight = weight;
+      if (!this.contended) this.waitNs = -1; // (a contended acquisition reports already, with its wait)
+      this.report = true;
+      this.start = performance.now();
+    }
   }
 }
 

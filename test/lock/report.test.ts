@@ -86,7 +86,6 @@ describe('threads mode: the report carries lock_stat under `lock`', () => {
     durationMs: 600,
     seed: 11,
     quiet: true,
-    watchdogMs: 5000,
   };
 
   it('statistics on: per-site rows that add up, lock_stat JSON shape', async () => {

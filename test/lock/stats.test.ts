@@ -89,6 +89,35 @@ describe('statistics on a constructed case', () => {
 });
 
 describe('hold-time sampling', () => {
+  it('a hold re-tagged to a rare site is timed even when the busy site it started at is being sampled (seed 5)', () => {
+    const m = new Int32Array(new SharedArrayBuffer(SHARED_WORDS * 4));
+    const stats = new LockStats(256, 5);
+    const lock = new TicketLock(m, 0, stats);
+    const a = new Actor(1, new FreeSched(m));
+    const sb = new ScriptedWait(m);
+    const b = new Actor(2, sb);
+    for (let i = 0; i < EXACT_FIRST_HOLDS + 100; i++) {
+      lock.lock(a, LS.fault);
+      lock.unlock(a);
+    }
+    // a contended acquisition just before: its wait must not leak into the next one
+    lock.lock(a, LS.fault);
+    sb.onWait = () => lock.unlock(a);
+    lock.lock(b, LS.fault);
+    lock.unlock(b);
+    lock.lock(a, LS.fault);
+    lock.retag(a, LS.dissolve);
+    busy(20);
+    lock.unlock(a);
+    const snap = stats.snapshot();
+    expect([snap.sites[LS.dissolve].waitTotal, snap.sites[LS.dissolve].wait], 'seed 5').toEqual([0, null]);
+    const r = mergeLockStats('ticket', [snap]);
+    const dissolve = r.sites.find((s) => s.site === 'dissolve')!;
+    expect([dissolve.acquisitions, dissolve.holdTimed, dissolve.contentions, dissolve.waitNs.total], 'seed 5').toEqual([1, 1, 0, 0]);
+    expect(dissolve.holdNs.min, 'seed 5').toBeGreaterThanOrEqual(20_000);
+    expect(r.sites.find((s) => s.site === 'fault')!.acquisitions).toBe(EXACT_FIRST_HOLDS + 102);
+  });
+
   it('times the first holds of every site exactly, then a weighted sample that estimates the rest (seed 42)', () => {
     const seed = 42;
     const N = 16;

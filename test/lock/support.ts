@@ -80,7 +80,7 @@ export function busy(us: number): void {
  * and its profiles (v14 and v15 have known defects).
  */
 export async function checkLockUnderScenario(lock: LockKind, scenario: string, profile: ProfileName, seed: number): Promise<void> {
-  const o = { ...defaultOptions(), scenario, profile, lock, vcpus: 2, guestMem: 16 * 1024 * 1024, durationMs: 300, seed, quiet: true, checkEveryMs: 100, watchdogMs: 5000 };
+  const o = { ...defaultOptions(), scenario, profile, lock, vcpus: 2, guestMem: 16 * 1024 * 1024, durationMs: 300, seed, quiet: true, checkEveryMs: 100 };
   const r = await runThreads(o);
   const rerun = `seed ${seed}; rerun: ${r.replay}`;
   expect(r.error, rerun).toBe(null);

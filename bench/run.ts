@@ -1,0 +1,461 @@
+/**
+ * `s2stress bench`: the performance figures of DESIGN.md section 7, each a
+ * ratio measured side by side in one run (absolute times on shared machines
+ * drift): mmu_lock against a bare compare-exchange + store pair, a TLB hit
+ * against its bare Atomics, the 4 KiB fault path, the scaling table per lock
+ * kind, and the cost of lock statistics on a contended run. Prints a human
+ * summary and, with --json FILE, writes everything as JSON.
+ */
+import { writeFileSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import { ConfigError, LOCK_KINDS, type LockKind, formatBytes } from '../src/config.js';
+import { parseDuration, parseFloatFlag, parseIntFlag, parseSize, formatDuration } from '../stress/units.js';
+import { VERSION } from '../stress/report.js';
+import { DEFAULT_HOLD_SAMPLE } from '../src/sync/lockstat.js';
+import { BARE_PAIR, faultBench, lockBench, median, tlbBench, type FaultRow, type MicroOptions, type MicroRow } from './micro.js';
+import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
+import { contendedBench, type ContendResult } from './contend.js';
+
+type Io = { out(s: string): void; err(s: string): void };
+
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** DESIGN.md section 7. */
+export const TARGETS = {
+  lockRatio: 1.5,
+  tlbRatio: 3,
+  faultsPerSec: 1_000_000,
+  statsOverhead: 0.1,
+} as const;
+
+export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown FILE] [--only ${SECTIONS.join(',')}]
+               [--duration TIME] [--vcpus 1,2,4,8] [--lock ticket|tas|all] [--pairs N] [--overhead-vcpus N]
+               [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
+  --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair
+  --duration     length of each threads-mode run (scaling point, overhead run); default 3s
+  --rounds/--time  micro benchmarks: rounds (ratio = median over rounds) and tinybench time per task
+  --pairs        statistics-overhead runs: pairs of (on, off); default 5
+  --overhead-vcpus  vCPUs of the statistics-overhead runs (a contended run); default 4
+  --contend-pairs   pairs of (on, off) rounds of the contended lock loop; default 10 (--quick 2)`;
+
+export interface BenchOptions {
+  quick: boolean;
+  json: string | null;
+  markdown: string | null;
+  only: Section[];
+  durationMs: number;
+  vcpus: number[];
+  locks: LockKind[];
+  pairs: number;
+  overheadVcpus: number;
+  contendPairs: number;
+  rounds: number;
+  timeMs: number;
+  seed: number;
+  guestMem: number;
+  writePct: number;
+}
+
+export function parseBenchArgs(argv: readonly string[]): BenchOptions {
+  const quick = argv.includes('--quick');
+  const o: BenchOptions = {
+    quick,
+    json: null,
+    markdown: null,
+    only: [...SECTIONS],
+    durationMs: quick ? 500 : 3000,
+    vcpus: quick ? [1, 2] : [1, 2, 4, 8],
+    locks: [...LOCK_KINDS],
+    pairs: quick ? 1 : 5,
+    overheadVcpus: 4,
+    contendPairs: quick ? 2 : 10,
+    rounds: quick ? 1 : 5,
+    timeMs: quick ? 30 : 300,
+    seed: 1,
+    guestMem: 64 * 1024 * 1024,
+    writePct: 50,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    if (arg === '--quick') continue;
+    let value: string | undefined;
+    const eq = arg.indexOf('=');
+    if (arg.startsWith('--') && eq > 0) {
+      value = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    const need = (): string => {
+      if (value !== undefined) return value;
+      const v = argv[++i];
+      if (v === undefined) throw new ConfigError(arg, `${arg} needs a value`);
+      return v;
+    };
+    switch (arg) {
+      case '--json':
+        o.json = need();
+        break;
+      case '--markdown':
+        o.markdown = need();
+        break;
+      case '--only': {
+        const parts = need().split(',').filter(Boolean);
+        for (const p of parts) {
+          if (!(SECTIONS as readonly string[]).includes(p)) throw new ConfigError(arg, `--only takes a list of ${SECTIONS.join(',')}, got '${p}'`);
+        }
+        o.only = parts as Section[];
+        break;
+      }
+      case '--duration':
+        o.durationMs = parseDuration(arg, need());
+        break;
+      case '--vcpus':
+        o.vcpus = need()
+          .split(',')
+          .map((x) => parseIntFlag(arg, x, 1, 64));
+        break;
+      case '--lock': {
+        const v = need();
+        if (v === 'all') o.locks = [...LOCK_KINDS];
+        else if ((LOCK_KINDS as readonly string[]).includes(v)) o.locks = [v as LockKind];
+        else throw new ConfigError(arg, `--lock must be one of ${LOCK_KINDS.join('|')}|all, got '${v}'`);
+        break;
+      }
+      case '--pairs':
+        o.pairs = parseIntFlag(arg, need(), 1, 100);
+        break;
+      case '--overhead-vcpus':
+        o.overheadVcpus = parseIntFlag(arg, need(), 1, 64);
+        break;
+      case '--contend-pairs':
+        o.contendPairs = parseIntFlag(arg, need(), 1, 1000);
+        break;
+      case '--rounds':
+        o.rounds = parseIntFlag(arg, need(), 1, 100);
+        break;
+      case '--time':
+        o.timeMs = parseDuration(arg, need());
+        break;
+      case '--seed':
+        o.seed = parseIntFlag(arg, need(), 0, 0xffffffff);
+        break;
+      case '--guest-mem':
+        o.guestMem = parseSize(arg, need());
+        break;
+      case '--write-pct':
+        o.writePct = parseFloatFlag(arg, need(), 0, 100);
+        break;
+      default:
+        throw new ConfigError(arg, `unknown flag '${arg}' for bench; accepted:\n${BENCH_USAGE}`);
+    }
+  }
+  return o;
+}
+
+export interface Machine {
+  nproc: number;
+  cpuModel: string;
+  node: string;
+  platform: string;
+  date: string;
+  loadavgStart: number[];
+  loadavgEnd: number[];
+}
+
+function cpuModel(): string {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'));
+    if (line) return line.slice(line.indexOf(':') + 1).trim();
+  } catch {
+    /* not Linux */
+  }
+  return os.cpus()[0]?.model ?? 'unknown';
+}
+
+export interface Target {
+  name: string;
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+export interface BenchResults {
+  tool: 's2stress bench';
+  version: string;
+  machine: Machine;
+  options: BenchOptions;
+  lock: { rows: MicroRow[]; holdSampleEvery: number } | null;
+  tlb: { rows: MicroRow[] } | null;
+  fault: { rows: FaultRow[] } | null;
+  scaling: { scenario: string; durationMs: number; guestMem: string; cores: number; note: string; points: RunPoint[] } | null;
+  overhead: (OverheadResult & { durationMs: number; scenario: string; contended: ContendResult[] }) | null;
+  targets: Target[];
+}
+
+const fmtRatio = (x: number | null): string => (x === null ? '' : `${x.toFixed(2)}x`);
+const fmtNs = (x: number): string => x.toFixed(1);
+function fmtRate(x: number): string {
+  if (x >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
+  if (x >= 1e3) return `${(x / 1e3).toFixed(1)}k`;
+  return `${Math.round(x)}`;
+}
+
+/** Output style: plain text for the terminal, or Markdown (--markdown FILE, for bench/RESULTS.md). */
+let markdown = false;
+
+/** A table: first column left-aligned, the others right-aligned. */
+export function table(head: string[], rows: string[][]): string {
+  if (markdown) {
+    const line = (cells: string[]): string => `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
+    return [line(head), `|${head.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`, ...rows.map(line)].join('\n');
+  }
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  return [fmt(head), ...rows.map(fmt)].join('\n');
+}
+
+/** A section title. */
+function title(text: string): string {
+  return markdown ? `### ${text}\n` : text;
+}
+
+function microTable(rows: MicroRow[]): string {
+  return table(
+    ['benchmark', 'ns/op', 'ratio', 'against'],
+    rows.map((r) => [r.name, fmtNs(r.nsPerOp), fmtRatio(r.ratio), r.baseline ?? '(baseline)']),
+  );
+}
+
+function scalingTable(points: RunPoint[]): string {
+  const base = new Map<string, RunPoint>();
+  for (const p of points) if (!base.has(p.lock) || p.vcpus < base.get(p.lock)!.vcpus) base.set(p.lock, p);
+  return table(
+    ['lock', 'vCPUs', 'accesses/s', 'faults/s', 'faults/s vs 1st', 'mmu_lock acq/s', 'contention', 'wait avg', 'wait p99', 'result'],
+    points.map((p) => [
+      p.lock,
+      `${p.vcpus}`,
+      fmtRate(p.accessesPerSec),
+      fmtRate(p.faultsPerSec),
+      fmtRatio(p.faultsPerSec / base.get(p.lock)!.faultsPerSec),
+      p.lockAcqPerSec === null ? '' : fmtRate(p.lockAcqPerSec),
+      p.contentionRatio === null ? '' : `${(p.contentionRatio * 100).toFixed(1)}%`,
+      p.waitAvgNs === null ? '' : `${(p.waitAvgNs / 1000).toFixed(1)}us`,
+      p.waitP99Ns === null ? '' : `${(p.waitP99Ns / 1000).toFixed(1)}us`,
+      p.result + (p.error ? ` (${p.error})` : p.violations.length ? ` (${p.violations[0]})` : ''),
+    ]),
+  );
+}
+
+function machineInfo(): Machine {
+  return {
+    nproc: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
+    cpuModel: cpuModel(),
+    node: process.version,
+    platform: `${process.platform} ${os.release()} ${process.arch}`,
+    date: new Date().toISOString(),
+    loadavgStart: os.loadavg(),
+    loadavgEnd: [],
+  };
+}
+
+/** Run the benchmarks; `progress` gets a line as each part finishes. */
+export async function runBench(o: BenchOptions, progress: (line: string) => void): Promise<BenchResults> {
+  const machine = machineInfo();
+  const micro: MicroOptions = { timeMs: o.timeMs, warmupMs: Math.max(20, Math.min(200, o.timeMs)), rounds: o.rounds };
+  const want = (s: Section): boolean => o.only.includes(s);
+  const res: BenchResults = {
+    tool: 's2stress bench',
+    version: VERSION,
+    machine,
+    options: o,
+    lock: null,
+    tlb: null,
+    fault: null,
+    scaling: null,
+    overhead: null,
+    targets: [],
+  };
+  const T = res.targets;
+  if (want('lock')) {
+    progress('lock: acquire+release, uncontended ...');
+    const rows = lockBench(micro);
+    res.lock = { rows, holdSampleEvery: DEFAULT_HOLD_SAMPLE };
+    for (const kind of LOCK_KINDS) {
+      const r = rows.find((x) => x.name.startsWith(`${kind}, statistics on (holds sampled`))!;
+      T.push({ name: `${kind} lock acquire+release with statistics vs ${BARE_PAIR}`, target: `<= ${TARGETS.lockRatio}x`, measured: fmtRatio(r.ratio), met: r.ratio! <= TARGETS.lockRatio });
+    }
+  }
+  if (want('tlb')) {
+    progress('tlb: TLB-hit guest access ...');
+    const rows = tlbBench(micro);
+    res.tlb = { rows };
+    for (const r of rows.filter((x) => x.ratio !== null)) {
+      T.push({ name: `${r.name} vs ${r.baseline}`, target: `<= ${TARGETS.tlbRatio}x`, measured: fmtRatio(r.ratio), met: r.ratio! <= TARGETS.tlbRatio });
+    }
+  }
+  if (want('fault')) {
+    progress('fault: 4 KiB fault path, one core ...');
+    const rows = faultBench(micro);
+    res.fault = { rows };
+    const r = rows.find((x) => x.statistics && x.name.includes('first touch'))!;
+    T.push({ name: '4 KiB write fault (logging on, uncontended, statistics on), one core', target: `>= ${fmtRate(TARGETS.faultsPerSec)}/s`, measured: `${fmtRate(r.faultsPerSec)}/s`, met: r.faultsPerSec >= TARGETS.faultsPerSec });
+  }
+  const scalingOpts: ScalingOptions = { vcpus: o.vcpus, locks: o.locks, durationMs: o.durationMs, guestMem: o.guestMem, seed: o.seed, writePct: o.writePct };
+  if (want('scaling')) {
+    progress(`scaling: scenario ${SCALING_SCENARIO}, ${o.vcpus.join('/')} vCPUs x ${o.locks.join('/')}, ${formatDuration(o.durationMs)} each ...`);
+    const points = await scalingBench(scalingOpts, progress);
+    res.scaling = {
+      scenario: SCALING_SCENARIO,
+      durationMs: o.durationMs,
+      guestMem: formatBytes(o.guestMem),
+      cores: machine.nproc,
+      note: `this machine has ${machine.nproc} core(s); every run also has a host-MM and a migrator thread, so points with more than ${Math.max(1, machine.nproc - 1)} vCPU(s) time-share the cores`,
+      points,
+    };
+  }
+  if (want('overhead')) {
+    const lock: LockKind = o.locks.includes('ticket') ? 'ticket' : o.locks[0];
+    const vcpus = o.overheadVcpus;
+    progress(`overhead: lock statistics on vs off, ${lock}, ${vcpus} vCPUs, ${o.pairs} pair(s) of ${formatDuration(o.durationMs)} runs ...`);
+    const contended: ContendResult[] = [];
+    for (const kind of o.locks) {
+      progress(`overhead: contended lock loop, ${kind}, ${machine.nproc} threads, ${o.contendPairs} pair(s) of rounds ...`);
+      contended.push(
+        await contendedBench({ kind, threads: Math.max(2, machine.nproc), roundMs: o.quick ? 50 : 200, pairs: o.contendPairs, holdWork: 200, outsideWork: 100 }),
+      );
+    }
+    const ov = await overheadBench(scalingOpts, lock, vcpus, o.pairs, progress);
+    res.overhead = { ...ov, durationMs: o.durationMs, scenario: SCALING_SCENARIO, contended };
+    for (const c of contended) {
+      T.push({
+        name: `lock statistics cost, lock-bound contended loop (${c.kind}, ${c.threads} threads, ${(c.contentionRatio * 100).toFixed(0)}% contended): acquisitions/s on/off`,
+        target: `>= ${(1 - TARGETS.statsOverhead).toFixed(2)}`,
+        measured: c.ratio.toFixed(3),
+        met: c.ratio >= 1 - TARGETS.statsOverhead,
+      });
+    }
+    T.push({
+      name: `lock statistics cost on a contended run (${lock}, ${vcpus} vCPUs, ${(ov.contentionRatio * 100).toFixed(0)}% contended), faults/s on/off`,
+      target: `>= ${(1 - TARGETS.statsOverhead).toFixed(2)}`,
+      measured: ov.faultsRatio.toFixed(3),
+      met: ov.faultsRatio >= 1 - TARGETS.statsOverhead,
+    });
+    T.push({
+      name: `lock statistics cost on a contended run (${lock}, ${vcpus} vCPUs), accesses/s on/off`,
+      target: `>= ${(1 - TARGETS.statsOverhead).toFixed(2)}`,
+      measured: ov.accessesRatio.toFixed(3),
+      met: ov.accessesRatio >= 1 - TARGETS.statsOverhead,
+    });
+  }
+  machine.loadavgEnd = os.loadavg();
+  return res;
+}
+
+export function formatBench(r: BenchResults, style: 'text' | 'markdown' = 'text'): string {
+  markdown = style === 'markdown';
+  try {
+    return formatSections(r);
+  } finally {
+    markdown = false;
+  }
+}
+
+function formatSections(r: BenchResults): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`s2stress bench ${r.version}: ${m.date}, node ${m.node}, ${m.nproc} core(s) (${m.cpuModel}), ${m.platform}`);
+  out.push(`  load average at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${m.loadavgEnd.map((x) => x.toFixed(2)).join(' ')}${r.options.quick ? ' (--quick: figures are rough)' : ''}`);
+  if (r.lock) {
+    out.push('', title(`mmu_lock acquire+release, uncontended, one thread (ratio: median over ${r.options.rounds} round(s) of side-by-side runs):`), microTable(r.lock.rows));
+  }
+  if (r.tlb) out.push('', title('TLB-hit guest access against the bare Atomics it performs:'), microTable(r.tlb.rows));
+  if (r.fault) {
+    out.push(
+      '',
+      title('4 KiB fault path, one core, logging on, uncontended (kvm_handle_guest_abort driven directly):'),
+      table(
+        ['benchmark', 'ns/fault', 'faults/s'],
+        r.fault.rows.map((x) => [x.name, fmtNs(x.nsPerFault), fmtRate(x.faultsPerSec)]),
+      ),
+    );
+  }
+  if (r.scaling) {
+    const s = r.scaling;
+    out.push('', title(`Scaling (threads mode, scenario ${s.scenario}, ${s.guestMem} THP guest, ${formatDuration(s.durationMs)} per point; ${s.note}):`), scalingTable(s.points));
+  }
+  if (r.overhead) {
+    const ov = r.overhead;
+    out.push(
+      '',
+      title('Lock statistics cost, lock-bound contended loop (threads take the lock in a loop: ~200 steps of shared-memory work inside, ~100 outside; rounds alternate statistics on/off; an upper bound of the cost in a run):'),
+      table(
+        ['lock', 'threads', 'acq/s on (median)', 'acq/s off (median)', 'on/off (median of pairs)', 'contention', 'hold avg'],
+        ov.contended.map((c) => [
+          c.kind,
+          `${c.threads}`,
+          fmtRate(median(c.rounds.filter((x) => x.statistics).map((x) => x.acqPerSec))),
+          fmtRate(median(c.rounds.filter((x) => !x.statistics).map((x) => x.acqPerSec))),
+          c.ratio.toFixed(3),
+          `${(c.contentionRatio * 100).toFixed(1)}%`,
+          `${Math.round(c.holdAvgNs)}ns`,
+        ]),
+      ),
+    );
+    out.push(
+      '',
+      title(`Lock statistics cost on a contended run (${ov.lock}, ${ov.vcpus} vCPUs, scenario ${ov.scenario}, same seed, ${ov.pairs.length} alternating pair(s) of ${formatDuration(ov.durationMs)}):`),
+      table(
+        ['pair', 'faults/s on', 'faults/s off', 'on/off', 'accesses/s on', 'accesses/s off', 'on/off', 'contention'],
+        ov.pairs.map((p, i) => [
+          `${i + 1}`,
+          fmtRate(p.on.faultsPerSec),
+          fmtRate(p.off.faultsPerSec),
+          (p.on.faultsPerSec / p.off.faultsPerSec).toFixed(3),
+          fmtRate(p.on.accessesPerSec),
+          fmtRate(p.off.accessesPerSec),
+          (p.on.accessesPerSec / p.off.accessesPerSec).toFixed(3),
+          p.on.contentionRatio === null ? '' : `${(p.on.contentionRatio * 100).toFixed(1)}%`,
+        ]),
+      ),
+      `  median on/off: faults/s ${ov.faultsRatio.toFixed(3)}, accesses/s ${ov.accessesRatio.toFixed(3)}`,
+    );
+  }
+  if (r.targets.length) {
+    out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
+  }
+  return out.join('\n');
+}
+
+/** Entry point of `s2stress bench` (stress/cli.ts). Returns the exit code. */
+export async function main(args: string[], io: Io): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    io.out(BENCH_USAGE);
+    return 0;
+  }
+  let o: BenchOptions;
+  try {
+    o = parseBenchArgs(args);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      io.err(`s2stress bench: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  let r: BenchResults;
+  try {
+    r = await runBench(o, (line) => io.err(line));
+  } catch (e) {
+    io.err(`s2stress bench: harness failure: ${(e as Error)?.stack ?? String(e)}`);
+    return 3;
+  }
+  io.out(formatBench(r));
+  if (o.json) writeFileSync(o.json, JSON.stringify(r, null, 2) + '\n');
+  if (o.markdown) writeFileSync(o.markdown, formatBench(r, 'markdown') + '\n');
+  const runs = [...(r.scaling?.points ?? []), ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? [])];
+  if (runs.some((p) => p.error)) return 3;
+  if (runs.some((p) => p.result === 'fail')) return 1;
+  return 0;
+}

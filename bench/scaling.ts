@@ -1,0 +1,178 @@
+/**
+ * Threads-mode benchmarks through the real orchestrator (runThreads):
+ * - scaling: accesses/s and faults/s against the number of vCPUs, per lock
+ *   kind, with mmu_lock's contention ratio (the shape of the Linux 6.2
+ *   dirty_log_perf_test table in KERNEL-FACTS.md section 3);
+ * - statistics overhead: the same contended run with lock statistics on and
+ *   off, in alternating pairs, as a throughput ratio.
+ *
+ * A run's elapsed time includes starting the workers and stopping them
+ * (a few hundred ms on a loaded 2-core machine, more with more workers).
+ * That fixed cost is measured per vCPU count with runs whose vCPUs do one
+ * access each, and taken off: throughput is counted over the active time.
+ */
+import type { LockKind } from '../src/config.js';
+import { runThreads } from '../stress/run.js';
+import { defaultOptions, type RunOptions } from '../stress/options.js';
+import type { Report } from '../stress/report.js';
+import { median } from './micro.js';
+
+/** The fault-heavy scenario (stress/scenarios.ts). */
+export const SCALING_SCENARIO = 'fault-storm';
+
+export interface ScalingOptions {
+  vcpus: number[];
+  locks: LockKind[];
+  durationMs: number;
+  guestMem: number;
+  seed: number;
+  writePct: number;
+}
+
+export interface RunPoint {
+  lock: LockKind;
+  vcpus: number;
+  statistics: boolean;
+  result: 'pass' | 'fail';
+  error: string | null;
+  violations: string[];
+  elapsedMs: number;
+  /** elapsedMs less the start-up and shutdown cost of a run of this size (the time rates are counted over). */
+  activeMs: number;
+  accessesPerSec: number;
+  faultsPerSec: number;
+  /** mmu_lock acquisitions per second (statistics on only). */
+  lockAcqPerSec: number | null;
+  /** contentions / acquisitions (statistics on only). */
+  contentionRatio: number | null;
+  /** Mean wait of a contended acquisition, ns (statistics on only). */
+  waitAvgNs: number | null;
+  waitP99Ns: number | null;
+}
+
+export function benchRunOptions(s: ScalingOptions, lock: LockKind, vcpus: number, statistics: boolean): RunOptions {
+  return {
+    ...defaultOptions(),
+    scenario: SCALING_SCENARIO,
+    vcpus,
+    lock,
+    guestMem: s.guestMem,
+    backing: 'thp',
+    writePct: s.writePct,
+    durationMs: s.durationMs,
+    ops: null,
+    seed: s.seed,
+    quiet: true,
+    lockStats: statistics,
+    // Throughput runs: no periodic stop-the-world (the final check still runs).
+    checkEveryMs: 1e9,
+  };
+}
+
+function pointOf(r: Report, lock: LockKind, vcpus: number, statistics: boolean, fixedMs: number): RunPoint {
+  const activeMs = Math.max(r.elapsedMs - fixedMs, r.elapsedMs / 2);
+  const secs = activeMs / 1000;
+  const l = r.lock;
+  const on = statistics && l.enabled && l.acquisitions > 0;
+  return {
+    lock,
+    vcpus,
+    statistics,
+    result: r.result,
+    error: r.error,
+    violations: r.violations.map((v) => `[${v.invariant}] ${v.message}`),
+    elapsedMs: r.elapsedMs,
+    activeMs,
+    accessesPerSec: r.counters.accesses / secs,
+    faultsPerSec: r.counters.faults / secs,
+    lockAcqPerSec: on ? l.acquisitions / secs : null,
+    contentionRatio: on ? l.contentions / l.acquisitions : null,
+    waitAvgNs: on ? l.waitNs.avg : null,
+    waitP99Ns: on ? l.waitNs.p99 : null,
+  };
+}
+
+/**
+ * Start-up + shutdown cost of a run with `vcpus` vCPUs, ms: the elapsed time
+ * of runs whose vCPUs do one access each (the least of two).
+ */
+export async function fixedCost(s: ScalingOptions, lock: LockKind, vcpus: number): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 2; i++) {
+    const r = await runThreads({ ...benchRunOptions(s, lock, vcpus, true), durationMs: null, ops: vcpus });
+    if (r.result !== 'pass') throw new Error(`calibration run (${lock}, ${vcpus} vCPUs) failed: ${r.error ?? r.violations[0]?.message}`);
+    best = Math.min(best, r.elapsedMs);
+  }
+  return best;
+}
+
+const fixedCosts = new Map<number, number>();
+
+/** fixedCost() per vCPU count, measured once per process. */
+export async function fixedCostOf(s: ScalingOptions, vcpus: number): Promise<number> {
+  let c = fixedCosts.get(vcpus);
+  if (c === undefined) {
+    c = await fixedCost(s, s.locks[0] ?? 'ticket', vcpus);
+    fixedCosts.set(vcpus, c);
+  }
+  return c;
+}
+
+export async function runPoint(s: ScalingOptions, lock: LockKind, vcpus: number, statistics: boolean): Promise<RunPoint> {
+  const fixed = await fixedCostOf(s, vcpus);
+  const r = await runThreads(benchRunOptions(s, lock, vcpus, statistics));
+  return pointOf(r, lock, vcpus, statistics, fixed);
+}
+
+export async function scalingBench(s: ScalingOptions, progress: (line: string) => void): Promise<RunPoint[]> {
+  const out: RunPoint[] = [];
+  for (const v of s.vcpus) {
+    const c = await fixedCostOf(s, v);
+    progress(`  start-up + shutdown of a ${v}-vCPU run: ${Math.round(c)} ms (taken off the elapsed time)`);
+  }
+  for (const lock of s.locks) {
+    for (const v of s.vcpus) {
+      const p = await runPoint(s, lock, v, true);
+      progress(`  scaling: ${lock} ${v} vCPU(s): ${Math.round(p.accessesPerSec)} accesses/s, ${Math.round(p.faultsPerSec)} faults/s, ${p.result}`);
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+export interface OverheadResult {
+  lock: LockKind;
+  vcpus: number;
+  pairs: { on: RunPoint; off: RunPoint }[];
+  /** Median over pairs of (throughput with statistics) / (throughput without). */
+  accessesRatio: number;
+  faultsRatio: number;
+  /** Median contention ratio of the runs with statistics: how contended the run was. */
+  contentionRatio: number;
+}
+
+/**
+ * The cost of lock statistics on a contended run: same seed and
+ * configuration, statistics on and off, `pairs` times, the order alternating
+ * (on-off, off-on, ...) so that a drift of the machine cancels out.
+ */
+export async function overheadBench(s: ScalingOptions, lock: LockKind, vcpus: number, pairs: number, progress: (line: string) => void): Promise<OverheadResult> {
+  const res: { on: RunPoint; off: RunPoint }[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const order = i % 2 === 0 ? [true, false] : [false, true];
+    const got: Record<string, RunPoint> = {};
+    for (const st of order) got[st ? 'on' : 'off'] = await runPoint(s, lock, vcpus, st);
+    res.push({ on: got.on, off: got.off });
+    progress(
+      `  statistics overhead, pair ${i + 1}/${pairs}: on ${Math.round(got.on.faultsPerSec)} faults/s, off ${Math.round(got.off.faultsPerSec)} faults/s`,
+    );
+  }
+  return {
+    lock,
+    vcpus,
+    pairs: res,
+    accessesRatio: median(res.map((p) => p.on.accessesPerSec / p.off.accessesPerSec)),
+    faultsRatio: median(res.map((p) => p.on.faultsPerSec / p.off.faultsPerSec)),
+    contentionRatio: median(res.map((p) => p.on.contentionRatio ?? 0)),
+  };
+}
