@@ -13,12 +13,13 @@ import { parseDuration, parseFloatFlag, parseIntFlag, parseSize, formatDuration 
 import { VERSION } from '../stress/report.js';
 import { DEFAULT_HOLD_SAMPLE } from '../src/sync/lockstat.js';
 import { BARE_PAIR, faultBench, lockBench, median, tlbBench, type FaultRow, type MicroOptions, type MicroRow } from './micro.js';
+import { formatSimSpeed, simSpeedBench, type SimSpeedResult } from './simspeed.js';
 import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
 import { contendedBench, type ContendResult } from './contend.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
-export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead'] as const;
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** DESIGN.md section 7. */
@@ -27,6 +28,7 @@ export const TARGETS = {
   tlbRatio: 3,
   faultsPerSec: 1_000_000,
   statsOverhead: 0.1,
+  simRatio: 0.1,
 } as const;
 
 export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown FILE] [--only ${SECTIONS.join(',')}]
@@ -191,6 +193,7 @@ export interface BenchResults {
   fault: { rows: FaultRow[] } | null;
   scaling: { scenario: string; durationMs: number; guestMem: string; cores: number; note: string; points: RunPoint[] } | null;
   overhead: (OverheadResult & { durationMs: number; scenario: string; contended: ContendResult[] }) | null;
+  sim: SimSpeedResult | null;
   targets: Target[];
 }
 
@@ -275,6 +278,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     fault: null,
     scaling: null,
     overhead: null,
+    sim: null,
     targets: [],
   };
   const T = res.targets;
@@ -349,6 +353,15 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
       met: ov.accessesRatio >= 1 - TARGETS.statsOverhead,
     });
   }
+  if (want('sim')) {
+    const ops = o.quick ? 20_000 : 200_000;
+    const rounds = o.quick ? 1 : 3;
+    progress(`sim: sim mode against threads mode, 1 vCPU, ${ops} accesses, ${rounds} round(s) ...`);
+    res.sim = await simSpeedBench({ ops, rounds, seed: o.seed });
+    for (const row of res.sim.rows.filter((x) => x.mode !== 'threads')) {
+      T.push({ name: `${row.mode} vs threads mode, single-vCPU accesses/s`, target: `>= ${TARGETS.simRatio}x`, measured: fmtRatio(row.ratio), met: row.ratio >= TARGETS.simRatio });
+    }
+  }
   machine.loadavgEnd = os.loadavg();
   return res;
 }
@@ -422,6 +435,7 @@ function formatSections(r: BenchResults): string {
       `  median on/off: faults/s ${ov.faultsRatio.toFixed(3)}, accesses/s ${ov.accessesRatio.toFixed(3)}`,
     );
   }
+  if (r.sim) out.push('', formatSimSpeed(r.sim));
   if (r.targets.length) {
     out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
   }
