@@ -117,7 +117,9 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
     concurrentTasksPerWorker: 1,
     idleTimeout: 60_000,
     atomics: 'disabled',
-    resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
+    // Small heaps: the actors allocate nothing on their hot paths, and 64
+    // vCPUs of default-sized isolates alone would pass 1 GiB resident.
+    resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 2, stackSizeMb: 1 },
   });
   let harnessError: string | null = null;
   const results: ActorResult[] = [];
