@@ -65,7 +65,7 @@ const A_WAIT_VAL = 2;
 const A_PRIO = 3;
 const A_TURN = 4;
 
-export const RANDOM_SWITCH_EVERY = 128;
+export const RANDOM_SWITCH_EVERY = 256;
 /** Steps without any actor's progress before the run is called a livelock. */
 export const LIVELOCK_STEPS = 1 << 24;
 const SLOW_PATH_EVERY = 1024;
