@@ -36,7 +36,7 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'no-wp-on-enable': { scenario: 'migrate', backing: 'thp' },
   // A fault that read the old slot must reach mmu_lock after the early
   // write-protect: in threads mode, chaos delays widen that window.
-  'wp-before-grace': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2'] },
+  'wp-before-grace': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2', '--write-pct', '90'] },
   // A fault must map a page the host is changing: a small guest makes them meet.
   'no-notifier-retry': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
   'leak-on-dissolve': { scenario: 'migrate', backing: 'thp' },
