@@ -191,15 +191,58 @@ function notOwner(lock: SpinLock, actor: Actor): Error {
   return new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${lock.owner()})`);
 }
 
-export class TicketLock implements SpinLock {
-  private readonly h: Int16Array;
-  private readonly hold = new Hold();
+/**
+ * What both lock kinds share: the owner word (for `lock-held` and the
+ * watchdog), the statistics of a hold, and unlock around a kind's release.
+ */
+abstract class OwnedLock implements SpinLock {
+  protected readonly hold = new Hold();
 
   constructor(
-    private readonly m: Int32Array,
+    protected readonly m: Int32Array,
     readonly base: number,
-    private readonly stats: LockStatsSink | null = null,
-  ) {
+    protected readonly stats: LockStatsSink | null = null,
+  ) {}
+
+  abstract lock(actor: Actor, site: number): void;
+  /** The kind's own release of the lock word (owner already checked). */
+  protected abstract release(): void;
+
+  unlock(actor: Actor): void {
+    if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
+    const stats = this.stats;
+    const hold = this.hold;
+    if (stats === null || !hold.report) {
+      this.release();
+    } else {
+      // Read the hold before the release: once released, another actor of
+      // this thread (sim mode, scripted tests) may take the lock.
+      const holdNs = hold.endHold();
+      const site = hold.site;
+      const waitNs = hold.waitNs;
+      const weight = hold.weight;
+      this.release();
+      stats.timed(site, waitNs, holdNs, weight);
+    }
+    actor.sched.point(P_RELEASE);
+  }
+
+  owner(): number {
+    return Atomics.load(this.m, this.base + W_OWNER) - 1;
+  }
+  heldBy(actor: Actor): boolean {
+    return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
+  }
+  retag(_actor: Actor, site: number): void {
+    if (this.stats !== null) this.hold.retag(site, this.stats);
+  }
+}
+
+export class TicketLock extends OwnedLock {
+  private readonly h: Int16Array;
+
+  constructor(m: Int32Array, base: number, stats: LockStatsSink | null = null) {
+    super(m, base, stats);
     this.h = new Int16Array(m.buffer, m.byteOffset, m.length * 2);
     // owner is the low half of the ticket word: word index w is halfword 2w.
     const probe = new Int16Array(new Int32Array([1]).buffer);
@@ -238,7 +281,7 @@ export class TicketLock implements SpinLock {
   }
 
   /** arch_spin_unlock(): owner++ (the low half only), then wake the waiters (dsb_sev). */
-  private release(): void {
+  protected release(): void {
     const m = this.m;
     m[this.base + W_OWNER] = 0;
     Atomics.add(this.h, (this.base + W_NEXT) * 2, 1);
@@ -246,47 +289,12 @@ export class TicketLock implements SpinLock {
     if (word >>> TICKET_SHIFT !== (word & TICKET_MASK)) Atomics.notify(m, this.base + W_NEXT);
   }
 
-  unlock(actor: Actor): void {
-    if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
-    const stats = this.stats;
-    const hold = this.hold;
-    if (stats === null || !hold.report) {
-      this.release();
-    } else {
-      // Read the hold before the release: once released, another actor of
-      // this thread (sim mode, scripted tests) may take the lock.
-      const holdNs = hold.endHold();
-      const site = hold.site;
-      const waitNs = hold.waitNs;
-      const weight = hold.weight;
-      this.release();
-      stats.timed(site, waitNs, holdNs, weight);
-    }
-    actor.sched.point(P_RELEASE);
-  }
 
-  owner(): number {
-    return Atomics.load(this.m, this.base + W_OWNER) - 1;
-  }
-  heldBy(actor: Actor): boolean {
-    return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
-  }
-  retag(_actor: Actor, site: number): void {
-    if (this.stats !== null) this.hold.retag(site, this.stats);
-  }
 }
 
 const TAS_MAX_BACKOFF = 1024;
 
-export class TasLock implements SpinLock {
-  private readonly hold = new Hold();
-
-  constructor(
-    private readonly m: Int32Array,
-    readonly base: number,
-    private readonly stats: LockStatsSink | null = null,
-  ) {}
-
+export class TasLock extends OwnedLock {
   lock(actor: Actor, site: number): void {
     const m = this.m;
     actor.sched.point(P_ACQUIRE);
@@ -320,37 +328,12 @@ export class TasLock implements SpinLock {
     if (stats !== null) this.hold.contendedSince(m, this.base, actor, site, t0, stats);
   }
 
-  private release(): void {
+  protected release(): void {
     const m = this.m;
     m[this.base + W_OWNER] = 0;
     Atomics.store(m, this.base + W_NEXT, 0);
     if (m[this.base + W_WAITERS] !== 0) Atomics.notify(m, this.base + W_NEXT);
   }
 
-  unlock(actor: Actor): void {
-    if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
-    const stats = this.stats;
-    const hold = this.hold;
-    if (stats === null || !hold.report) {
-      this.release();
-    } else {
-      const holdNs = hold.endHold();
-      const site = hold.site;
-      const waitNs = hold.waitNs;
-      const weight = hold.weight;
-      this.release();
-      stats.timed(site, waitNs, holdNs, weight);
-    }
-    actor.sched.point(P_RELEASE);
-  }
 
-  owner(): number {
-    return Atomics.load(this.m, this.base + W_OWNER) - 1;
-  }
-  heldBy(actor: Actor): boolean {
-    return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
-  }
-  retag(_actor: Actor, site: number): void {
-    if (this.stats !== null) this.hold.retag(site, this.stats);
-  }
 }
