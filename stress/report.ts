@@ -8,7 +8,7 @@ import { COUNTER_NAMES, CNT, TRACE_EVENTS } from '../src/check/names.js';
 import type { Violation } from '../src/check/invariants.js';
 import { TRACE_RING, TRACE_WORDS, ACTOR } from '../src/shm/layout.js';
 import { actorName } from '../src/vm.js';
-import { type RunOptions, replayCommand } from './options.js';
+import type { RunOptions } from './options.js';
 import { formatBytes } from '../src/config.js';
 import type { LockReport } from '../src/sync/lockstat.js';
 
