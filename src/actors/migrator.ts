@@ -57,11 +57,14 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   copyAllPages(kvm, actor, RAM_SLOT);
   for (let r = 0; r < p.precopyRounds; r++) {
+    // Between rounds the guest runs on (a yield in sim mode, free in threads mode).
+    actor.sched.idle(0);
     if (!safePoint(kvm, actor, false)) return false;
     kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
     copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
     kvm.count(actor, CNT.rounds);
   }
+  actor.sched.idle(0);
   if (!safePoint(kvm, actor, false)) return false;
   if (!complete) {
     kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);

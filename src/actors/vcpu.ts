@@ -75,6 +75,10 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
     }
     done += n;
     tick(kvm, vcpu);
+    // Between batches the host gets a look in: free in threads mode, a yield
+    // under PCT, so that vCPUs take turns with the host actors instead of
+    // running their whole quota at the highest priority.
+    vcpu.sched.idle(0);
   }
   // A vCPU that has stopped for good is as paused as it gets: a migrator
   // waiting for stop-and-copy must not wait for it forever.

@@ -60,6 +60,17 @@ describe('sim mode', () => {
     console.log(`v15 sim: found with seed ${report!.config.seed} (${tried} tried), ${Math.round(report!.elapsedMs)} ms, hash ${report!.schedule!.hash}`);
   });
 
+  it('PCT, the strategy that switches only at change points and on blocking, finds v14 and v15 too (seeds 1..3)', async () => {
+    for (const [profile, scenario, accepted] of [
+      ['v14', 'migrate', ['migration-equal']],
+      ['v15', 'cancel', ['table-conservation', 'tlb-coherent']],
+    ] as const) {
+      const { report, tried } = await firstFailure([...SMALL, '--sched', 'pct', '--profile', profile, '--scenario', scenario, '--ops', '40000'], [1, 2, 3]);
+      expect(report, `${profile} not found by pct in ${tried} seeds`).not.toBeNull();
+      expect(report!.violations.some((v) => (accepted as readonly string[]).includes(v.invariant)), why(report!)).toBe(true);
+    }
+  });
+
   it('a deadlock is reported deterministically, naming who holds and who waits', async () => {
     const args = [...SMALL, '--bug', 'gup-under-mmu-lock', '--scenario', 'notifier-storm', '--ops', '30000', '--seed', '1'];
     const a = await run(args);
