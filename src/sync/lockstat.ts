@@ -32,7 +32,8 @@
  * - counts (acquisitions, contentions, bounces) are exact, counted under
  *   the lock with a few plain memory operations;
  * - wait time is measured for every contended acquisition, as lock_stat
- *   does (one clock read when the wait begins, one when it ends);
+ *   does (one clock read when the wait begins, one when it ends: that one
+ *   is inside the critical section, as lock_stat's lock_acquired() is);
  * - hold time is measured for every acquisition among the first
  *   EXACT_FIRST_HOLDS of each site (per thread), so rare sites such as
  *   wp-enable or harvest are exact, then for one acquisition in
@@ -40,11 +41,17 @@
  *   pattern of the workload aliases with the sampling), recorded with that
  *   weight: hold totals, averages and percentiles of busy sites are
  *   unbiased estimates; `--lock-hold-sample 1` times every hold. A hold
- *   re-tagged to a rare site (a fault that dissolves a block or maps one)
+ *   re-tagged to another site (a fault that dissolves a block or maps one)
  *   that was not being timed is timed from the re-tag on, by that site's
- *   own count, so the dissolve and block-map rows are exact as well (less
- *   the fault's first steps before the re-tag);
- * - histograms are fed after the release, outside the critical section.
+ *   own count, so the dissolve and block-map rows are exact for their first
+ *   EXACT_FIRST_HOLDS too (less the fault's first steps before the re-tag).
+ *   The fast path counts one site's countdown down per acquisition; why the
+ *   exact phase is not longer: while it lasts, timing looks hot to V8, and
+ *   code compiled then inlines the timing and loses the inlining of the
+ *   counting (measured: 512 exact holds made the uncontended lock+unlock
+ *   1.7x-2x the bare pair in about half the runs, 128 or fewer never);
+ * - histograms are fed after the release, outside the critical section, in
+ *   batches (timed() queues, flush() records).
  */
 import * as hdr from 'hdr-histogram-js';
 import type { LockStatsSink } from './spinlock.js';
@@ -54,7 +61,10 @@ import { LOCK_SITE_NAMES } from './locksites.js';
 export const DEFAULT_HOLD_SAMPLE = 256;
 export const MAX_HOLD_SAMPLE = 1 << 16;
 /** Acquisitions of each site (per thread) whose holds are all timed before sampling starts. */
-export const EXACT_FIRST_HOLDS = 512;
+export const EXACT_FIRST_HOLDS = 128;
+
+/** Timed acquisitions queued before they are recorded into the histograms. */
+const PENDING_TIMES = 64;
 
 export interface TimeStats {
   min: number;
@@ -147,8 +157,12 @@ export class LockStats implements LockStatsSink {
   readonly holdSampleEvery: number;
   private readonly mask: number;
   private x: number;
-  /** Sampled acquisitions (any site) left before the next timed one. */
-  private countdown: number;
+  /**
+   * Per site: acquisitions left before the next timed one (1 during the
+   * site's exact first ones). Counting down one word per acquisition is
+   * all the fast path does for sampling.
+   */
+  private readonly countdown: Int32Array;
   /** Acquisitions of each site timed exactly (weight 1) before its sampling starts. */
   private readonly exactFirst: number;
   private readonly acq: Float64Array;
@@ -162,6 +176,9 @@ export class LockStats implements LockStatsSink {
   private readonly holdMax: Float64Array;
   private readonly holdTotal: Float64Array;
   private readonly holdTimed: Float64Array;
+  /** Times queued by timed(), four numbers each: site, wait, hold, weight. */
+  private readonly pending = new Float64Array(4 * PENDING_TIMES);
+  private npending = 0;
   /** Created on a site's first timed acquisition. */
   private readonly waitH: (Histogram | null)[];
   private readonly holdH: (Histogram | null)[];
@@ -177,8 +194,8 @@ export class LockStats implements LockStatsSink {
     this.holdSampleEvery = holdSampleEvery;
     this.mask = holdSampleEvery - 1;
     this.x = seed | 0 || 0x2545f491;
-    this.countdown = this.nextGap();
     const n = LOCK_SITE_NAMES.length;
+    this.countdown = new Int32Array(n).fill(1);
     this.acq = new Float64Array(n);
     this.cont = new Float64Array(n);
     this.bounces = new Float64Array(n);
@@ -196,46 +213,80 @@ export class LockStats implements LockStatsSink {
   }
 
   acquired(site: number, contended: boolean, bounce: boolean): number {
-    const n = this.acq[site] + 1;
-    this.acq[site] = n;
-    if (bounce) this.bounces[site]++;
-    if (contended) {
-      this.cont[site]++;
-      if (bounce) this.conBounces[site]++;
-    }
-    // The first acquisitions of every site are all timed: rare sites stay exact.
-    if (n <= this.exactFirst) return 1;
-    if (--this.countdown > 0) return 0;
-    this.countdown = this.nextGap();
-    return this.holdSampleEvery;
+    const acq = this.acq;
+    acq[site]++;
+    if (contended || bounce) this.countRare(site, contended, bounce, 1);
+    const cd = this.countdown;
+    if (--cd[site] !== 0) return 0;
+    return this.nextTimed(site);
   }
 
   moved(from: number, to: number, contended: boolean, bounce: boolean, timed: boolean): number {
     this.acq[from]--;
-    const n = this.acq[to] + 1;
-    this.acq[to] = n;
-    if (bounce) {
-      this.bounces[from]--;
-      this.bounces[to]++;
-    }
-    if (contended) {
-      this.cont[from]--;
-      this.cont[to]++;
-      if (bounce) {
-        this.conBounces[from]--;
-        this.conBounces[to]++;
-      }
+    this.acq[to]++;
+    if (contended || bounce) {
+      this.countRare(from, contended, bounce, -1);
+      this.countRare(to, contended, bounce, 1);
     }
     if (timed) return 0;
-    if (n <= this.exactFirst) return 1;
-    if (--this.countdown > 0) return 0;
-    this.countdown = this.nextGap();
+    if (--this.countdown[to] !== 0) return 0;
+    return this.nextTimed(to);
+  }
+
+  /** Contentions and bounces, out of the fast path. */
+  private countRare(site: number, contended: boolean, bounce: boolean, d: number): void {
+    if (bounce) this.bounces[site] += d;
+    if (contended) {
+      this.cont[site] += d;
+      if (bounce) this.conBounces[site] += d;
+    }
+  }
+
+  /**
+   * The site's countdown ran out: this acquisition is timed. The first
+   * EXACT_FIRST_HOLDS of a site are all timed exactly (weight 1: rare sites
+   * stay exact); after that, one in `holdSampleEvery` on average, with that
+   * weight.
+   */
+  private nextTimed(site: number): number {
+    if (this.acq[site] <= this.exactFirst) {
+      this.countdown[site] = 1;
+      return 1;
+    }
+    this.countdown[site] = this.nextGap();
     return this.holdSampleEvery;
   }
 
+  /**
+   * Queued, and recorded PENDING_TIMES at a time (flush): the lock's release
+   * path then only stores four numbers, and the histogram code stays out of
+   * it (V8 would otherwise inline it there while the first, exact holds of
+   * the sites make it look hot, and the fast path would lose the inlining of
+   * its counting).
+   */
   timed(site: number, waitNs: number, holdNs: number, holdWeight: number): void {
-    if (waitNs >= 0) this.recordWait(site, waitNs);
-    if (holdNs >= 0) this.recordHold(site, holdNs, holdWeight);
+    const q = this.pending;
+    const k = this.npending;
+    q[k] = site;
+    q[k + 1] = waitNs;
+    q[k + 2] = holdNs;
+    q[k + 3] = holdWeight;
+    this.npending = k + 4;
+    if (k + 4 === q.length) this.flush();
+  }
+
+  /** Record the queued times. */
+  flush(): void {
+    const q = this.pending;
+    const n = this.npending;
+    this.npending = 0;
+    for (let k = 0; k < n; k += 4) {
+      const site = q[k];
+      const waitNs = q[k + 1];
+      const holdNs = q[k + 2];
+      if (waitNs >= 0) this.recordWait(site, waitNs);
+      if (holdNs >= 0) this.recordHold(site, holdNs, q[k + 3]);
+    }
   }
 
   /**
@@ -273,6 +324,7 @@ export class LockStats implements LockStatsSink {
   }
 
   snapshot(): LockStatsSnapshot {
+    this.flush();
     return {
       holdSampleEvery: this.holdSampleEvery,
       sites: LOCK_SITE_NAMES.map((_, i) => ({

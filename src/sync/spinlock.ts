@@ -9,8 +9,9 @@
  *   tickets, `owner` in the low half and `next` in the high half: taking a
  *   ticket is one atomic add of 1 << 16 to the word (ldrex/add/strex), whose
  *   old value says at once whether the lock was free; the release is
- *   `owner++` on the low half alone (a 16-bit Atomics.add on an Int16Array
- *   view of the same memory), so `owner` wraps without carrying into `next`;
+ *   `owner++` on the low half alone (a 16-bit Atomics.store of owner + 1 on
+ *   an Int16Array view of the same memory), so `owner` wraps without
+ *   carrying into `next`;
  * - tas: test-and-set with bounded exponential back-off (test-and-test-and-set).
  *
  * Cost. An uncontended acquire+release is two locked instructions, as the
@@ -111,82 +112,6 @@ const W_OWNER_SITE = LOCKW.OWNER_SITE;
 const W_LAST_OWNER = LOCKW.LAST_OWNER;
 const W_WAITERS = LOCKW.WAITERS;
 
-/**
- * The in-flight hold of one lock object, for statistics. One class for both
- * lock kinds, so that this code stays monomorphic whatever the kind.
- */
-class Hold {
-  /** Site of the current hold (re-tagged by retag()). */
-  site = 0;
-  contended = false;
-  bounce = false;
-  /** Wait of the current hold, ns (contended only, else -1). */
-  waitNs = -1;
-  /** performance.now() when the current hold began (timed holds only). */
-  start = 0;
-  /** Weight of the current hold's timing; 0 = not timed. */
-  weight = 0;
-  /** The current acquisition has something to report after the release (a wait or a timed hold). */
-  report = false;
-
-  /**
-   * Count the acquisition (the lock is held). A bounce is an owner change:
-   * LAST_OWNER is only accessed under the lock, with plain accesses.
-   */
-  acquired(m: Int32Array, base: number, actor: Actor, site: number, contended: boolean, stats: LockStatsSink): number {
-    const me = actor.id + 1;
-    const last = m[base + W_LAST_OWNER];
-    let bounce = false;
-    if (last !== me) {
-      m[base + W_LAST_OWNER] = me;
-      bounce = last !== 0;
-    }
-    this.site = site;
-    this.contended = contended;
-    this.bounce = bounce;
-    return stats.acquired(site, contended, bounce);
-  }
-
-  uncontended(m: Int32Array, base: number, actor: Actor, site: number, stats: LockStatsSink): void {
-    const weight = this.acquired(m, base, actor, site, false, stats);
-    this.weight = weight;
-    if (weight !== 0) {
-      this.report = true;
-      this.waitNs = -1;
-      this.start = performance.now();
-    }
-  }
-
-  /** An acquisition that waited since `t0` (performance.now()). */
-  contendedSince(m: Int32Array, base: number, actor: Actor, site: number, t0: number, stats: LockStatsSink): void {
-    const now = performance.now();
-    this.weight = this.acquired(m, base, actor, site, true, stats);
-    this.report = true;
-    this.waitNs = (now - t0) * NS_PER_MS;
-    this.start = now;
-  }
-
-  /** Just before the release: the hold so far (ns), or -1 when not timed. Ends the report. */
-  endHold(): number {
-    this.report = false;
-    return this.weight !== 0 ? (performance.now() - this.start) * NS_PER_MS : -1;
-  }
-
-  retag(site: number, stats: LockStatsSink): void {
-    if (site === this.site) return;
-    const weight = stats.moved(this.site, site, this.contended, this.bounce, this.weight !== 0);
-    this.site = site;
-    if (this.weight === 0 && weight !== 0) {
-      // Timed from the re-tag on: the part of the hold before it (the
-      // fault's first steps, well under a microsecond) is not counted.
-      this.weight = weight;
-      if (!this.contended) this.waitNs = -1; // (a contended acquisition reports already, with its wait)
-      this.report = true;
-      this.start = performance.now();
-    }
-  }
-}
-
 function notOwner(lock: SpinLock, actor: Actor): Error {
   return new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${lock.owner()})`);
 }
@@ -196,7 +121,21 @@ function notOwner(lock: SpinLock, actor: Actor): Error {
  * watchdog), the statistics of a hold, and unlock around a kind's release.
  */
 abstract class OwnedLock implements SpinLock {
-  protected readonly hold = new Hold();
+  // The in-flight hold, for statistics. Fields of the lock object itself
+  // (each thread builds its own lock objects over the shared words, and a
+  // lock has one holder at a time), so that the fast path loads nothing
+  // else: the hold's site (re-tagged by retag()), whether it waited, whether
+  // the owner changed, its wait (ns, contended only, else -1), when its
+  // timing began (performance.now()) and the weight of that timing (0: the
+  // hold is not timed). The two times start as doubles: V8 keeps a field's
+  // representation, and turning a small-integer field into a double later
+  // deoptimizes the code that uses it.
+  private hSite = 0;
+  private hContended = false;
+  private hBounce = false;
+  private hWaitNs = 0.5;
+  private hStart = 0.5;
+  private hWeight = 0;
 
   constructor(
     protected readonly m: Int32Array,
@@ -208,19 +147,53 @@ abstract class OwnedLock implements SpinLock {
   /** The kind's own release of the lock word (owner already checked). */
   protected abstract release(): void;
 
+  /**
+   * Count an acquisition (the lock is held). A bounce is an owner change:
+   * LAST_OWNER is only accessed under the lock, with plain accesses.
+   */
+  private counted(stats: LockStatsSink, me: number, site: number, contended: boolean): number {
+    const m = this.m;
+    const last = m[this.base + W_LAST_OWNER];
+    let bounce = false;
+    if (last !== me) {
+      m[this.base + W_LAST_OWNER] = me;
+      bounce = last !== 0;
+    }
+    this.hSite = site;
+    this.hContended = contended;
+    this.hBounce = bounce;
+    return stats.acquired(site, contended, bounce);
+  }
+
+  /** An uncontended acquisition by `me` (actor id + 1) at `site`, the lock held. */
+  protected uncontended(stats: LockStatsSink, me: number, site: number): void {
+    const weight = this.counted(stats, me, site, false);
+    this.hWeight = weight;
+    if (weight !== 0) this.hStart = performance.now();
+  }
+
+  /** An acquisition that waited since `t0` (performance.now()), the lock held. */
+  protected contendedSince(stats: LockStatsSink, me: number, site: number, t0: number): void {
+    const now = performance.now();
+    this.hWeight = this.counted(stats, me, site, true);
+    this.hWaitNs = (now - t0) * NS_PER_MS;
+    this.hStart = now;
+  }
+
   unlock(actor: Actor): void {
     if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
     const stats = this.stats;
-    const hold = this.hold;
-    if (stats === null || !hold.report) {
+    if (stats === null || (this.hWeight === 0 && !this.hContended)) {
       this.release();
     } else {
       // Read the hold before the release: once released, another actor of
       // this thread (sim mode, scripted tests) may take the lock.
-      const holdNs = hold.endHold();
-      const site = hold.site;
-      const waitNs = hold.waitNs;
-      const weight = hold.weight;
+      const weight = this.hWeight;
+      const holdNs = weight !== 0 ? (performance.now() - this.hStart) * NS_PER_MS : -1;
+      const site = this.hSite;
+      const waitNs = this.hContended ? this.hWaitNs : -1;
+      this.hWeight = 0;
+      this.hContended = false;
       this.release();
       stats.timed(site, waitNs, holdNs, weight);
     }
@@ -234,7 +207,16 @@ abstract class OwnedLock implements SpinLock {
     return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
   }
   retag(_actor: Actor, site: number): void {
-    if (this.stats !== null) this.hold.retag(site, this.stats);
+    const stats = this.stats;
+    if (stats === null || site === this.hSite) return;
+    const weight = stats.moved(this.hSite, site, this.hContended, this.hBounce, this.hWeight !== 0);
+    this.hSite = site;
+    if (this.hWeight === 0 && weight !== 0) {
+      // Timed from the re-tag on: the part of the hold before it (the
+      // fault's first steps, well under a microsecond) is not counted.
+      this.hWeight = weight;
+      this.hStart = performance.now();
+    }
   }
 }
 
@@ -243,8 +225,8 @@ export class TicketLock extends OwnedLock {
 
   constructor(m: Int32Array, base: number, stats: LockStatsSink | null = null) {
     super(m, base, stats);
-    this.h = new Int16Array(m.buffer, m.byteOffset, m.length * 2);
     // owner is the low half of the ticket word: word index w is halfword 2w.
+    this.h = new Int16Array(m.buffer, m.byteOffset, m.length * 2);
     const probe = new Int16Array(new Int32Array([1]).buffer);
     if (probe[0] !== 1) throw new Error('TicketLock assumes a little-endian machine');
   }
@@ -259,10 +241,11 @@ export class TicketLock extends OwnedLock {
       this.lockSlow(actor, site, ticket, old);
       return;
     }
-    m[this.base + W_OWNER] = actor.id + 1;
+    const me = actor.id + 1;
+    m[this.base + W_OWNER] = me;
     m[this.base + W_OWNER_SITE] = site;
     const stats = this.stats;
-    if (stats !== null) this.hold.uncontended(m, this.base, actor, site, stats);
+    if (stats !== null) this.uncontended(stats, me, site);
   }
 
   private lockSlow(actor: Actor, site: number, ticket: number, word: number): void {
@@ -275,21 +258,26 @@ export class TicketLock extends OwnedLock {
       actor.sched.waitWhile(this.base + W_NEXT, word, P_SPIN);
       word = Atomics.load(m, this.base + W_NEXT);
     } while ((word & TICKET_MASK) !== ticket);
-    m[this.base + W_OWNER] = actor.id + 1;
+    const me = actor.id + 1;
+    m[this.base + W_OWNER] = me;
     m[this.base + W_OWNER_SITE] = site;
-    if (stats !== null) this.hold.contendedSince(m, this.base, actor, site, t0, stats);
+    if (stats !== null) this.contendedSince(stats, me, site, t0);
   }
 
-  /** arch_spin_unlock(): owner++ (the low half only), then wake the waiters (dsb_sev). */
+  /**
+   * arch_spin_unlock(): smp_mb(); owner++ (the low half only, a halfword
+   * store: only the holder writes `owner`, and an Int16Array wraps it
+   * without carrying into `next`), then wake the waiters (dsb_sev).
+   */
   protected release(): void {
     const m = this.m;
     m[this.base + W_OWNER] = 0;
-    Atomics.add(this.h, (this.base + W_NEXT) * 2, 1);
+    const h = this.h;
+    const hi = (this.base + W_NEXT) * 2;
+    Atomics.store(h, hi, h[hi] + 1);
     const word = m[this.base + W_NEXT];
     if (word >>> TICKET_SHIFT !== (word & TICKET_MASK)) Atomics.notify(m, this.base + W_NEXT);
   }
-
-
 }
 
 const TAS_MAX_BACKOFF = 1024;
@@ -302,10 +290,11 @@ export class TasLock extends OwnedLock {
       this.lockSlow(actor, site);
       return;
     }
-    m[this.base + W_OWNER] = actor.id + 1;
+    const me = actor.id + 1;
+    m[this.base + W_OWNER] = me;
     m[this.base + W_OWNER_SITE] = site;
     const stats = this.stats;
-    if (stats !== null) this.hold.uncontended(m, this.base, actor, site, stats);
+    if (stats !== null) this.uncontended(stats, me, site);
   }
 
   private lockSlow(actor: Actor, site: number): void {
@@ -323,9 +312,10 @@ export class TasLock extends OwnedLock {
       actor.sched.waitWhile(this.base + W_NEXT, 1, P_SPIN);
     } while (Atomics.compareExchange(m, this.base + W_NEXT, 0, 1) !== 0);
     Atomics.sub(m, this.base + W_WAITERS, 1);
-    m[this.base + W_OWNER] = actor.id + 1;
+    const me = actor.id + 1;
+    m[this.base + W_OWNER] = me;
     m[this.base + W_OWNER_SITE] = site;
-    if (stats !== null) this.hold.contendedSince(m, this.base, actor, site, t0, stats);
+    if (stats !== null) this.contendedSince(stats, me, site, t0);
   }
 
   protected release(): void {
