@@ -11,14 +11,12 @@
  * run pairs (scaling.ts overheadBench) measure that directly, but their
  * run-to-run spread on a shared 2-core machine is larger than the effect.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { LockKind } from '../src/config.js';
 import { DEFAULT_HOLD_SAMPLE } from '../src/sync/lockstat.js';
 import { CW, contendWords, type ContendWorkerData } from './contend-layout.js';
 import { median } from './micro.js';
+import { distFile } from './workers.js';
 
 export interface ContendOptions {
   kind: LockKind;
@@ -47,20 +45,6 @@ export interface ContendResult extends ContendOptions {
   holdAvgNs: number;
 }
 
-/** dist/bench/contend-worker.js, whether this file runs compiled or from source. */
-function workerFile(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json'))) {
-      const p = join(dir, 'dist', 'bench', 'contend-worker.js');
-      if (!existsSync(p)) throw new Error(`${p} is missing: run \`npm run build\` first`);
-      return p;
-    }
-    dir = dirname(dir);
-  }
-  throw new Error('cannot find the package root to locate dist/bench/contend-worker.js');
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function waitCount(m: Int32Array, index: number, n: number): Promise<void> {
@@ -75,7 +59,7 @@ async function waitCount(m: Int32Array, index: number, n: number): Promise<void>
 export async function contendedBench(o: ContendOptions): Promise<ContendResult> {
   const sab = new SharedArrayBuffer(contendWords(o.threads) * 4);
   const m = new Int32Array(sab);
-  const file = workerFile();
+  const file = distFile('contend-worker.js');
   const workers = Array.from({ length: o.threads }, (_, id) => {
     const data: ContendWorkerData = { sab, id, kind: o.kind, holdSample: DEFAULT_HOLD_SAMPLE, holdWork: o.holdWork, outsideWork: o.outsideWork };
     return new Worker(file, { workerData: data });

@@ -14,7 +14,8 @@
  * drift of the shared machine between rounds cancels out.
  */
 import { Bench } from 'tinybench';
-import { DEFAULT_MODEL, type ModelConfig } from '../src/config.js';
+import { DEFAULT_MODEL, LOCK_KINDS, type LockKind, type ModelConfig } from '../src/config.js';
+import { distFile, runWorker } from './workers.js';
 import { createVm, RAM_SLOT } from '../src/vm.js';
 import type { Kvm } from '../src/kvm/kvm.js';
 import { Actor } from '../src/sync/actor.js';
@@ -98,46 +99,24 @@ function rowsOf(res: RoundResults, baselineOf: (name: string) => string | null):
 const LOCK_OPS = 2000;
 export const BARE_PAIR = 'bare compareExchange + store';
 
-// One function literal per lock kind, so that each task's loop sees one
-// class (as a run does: one kind per process), not both.
-function ticketTask(name: string, stats: LockStats | null): MicroTask {
-  const m = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
-  const lock = new TicketLock(m, 0, stats);
-  const actor = new Actor(0, new FreeSched(m));
-  const site = LS.fault;
-  return {
-    name,
-    ops: LOCK_OPS,
-    fn: () => {
-      for (let i = 0; i < LOCK_OPS; i++) {
-        lock.lock(actor, site);
-        lock.unlock(actor);
-      }
-    },
-  };
+/** Statistics setting of one lock configuration. */
+export type LockStatsMode = 'off' | 'sampled' | 'every';
+export interface LockConfig {
+  kind: LockKind;
+  statistics: LockStatsMode;
 }
 
-function tasTask(name: string, stats: LockStats | null): MicroTask {
-  const m = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
-  const lock = new TasLock(m, 0, stats);
-  const actor = new Actor(0, new FreeSched(m));
-  const site = LS.fault;
-  return {
-    name,
-    ops: LOCK_OPS,
-    fn: () => {
-      for (let i = 0; i < LOCK_OPS; i++) {
-        lock.lock(actor, site);
-        lock.unlock(actor);
-      }
-    },
-  };
+export function lockConfigName(c: LockConfig): string {
+  const st = c.statistics === 'off' ? 'statistics off' : c.statistics === 'sampled' ? `statistics on (holds sampled 1/${DEFAULT_HOLD_SAMPLE})` : 'statistics on (every hold timed)';
+  return `${c.kind}, ${st}`;
 }
 
-/** mmu_lock acquire+release, uncontended, against the bare pair. */
-export function lockBench(o: MicroOptions): MicroRow[] {
+/** The configurations measured: each kind with statistics off, sampled (a run's default) and timing every hold. */
+export const LOCK_CONFIGS: LockConfig[] = LOCK_KINDS.flatMap((kind) => (['off', 'sampled', 'every'] as const).map((statistics) => ({ kind, statistics })));
+
+function bareTask(): MicroTask {
   const w = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
-  const bare: MicroTask = {
+  return {
     name: BARE_PAIR,
     ops: LOCK_OPS,
     fn: () => {
@@ -147,16 +126,58 @@ export function lockBench(o: MicroOptions): MicroRow[] {
       }
     },
   };
-  const tasks = [bare];
-  for (const [kind, make] of [
-    ['ticket', ticketTask],
-    ['tas', tasTask],
-  ] as const) {
-    tasks.push(make(`${kind}, statistics off`, null));
-    tasks.push(make(`${kind}, statistics on (holds sampled 1/${DEFAULT_HOLD_SAMPLE})`, new LockStats(DEFAULT_HOLD_SAMPLE, 1)));
-    tasks.push(make(`${kind}, statistics on (every hold timed)`, new LockStats(1, 1)));
+}
+
+function lockTask(c: LockConfig): MicroTask {
+  const m = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
+  const stats = c.statistics === 'off' ? null : new LockStats(c.statistics === 'every' ? 1 : DEFAULT_HOLD_SAMPLE, 1);
+  const lock = c.kind === 'tas' ? new TasLock(m, 0, stats) : new TicketLock(m, 0, stats);
+  const actor = new Actor(0, new FreeSched(m));
+  const site = LS.fault;
+  return {
+    name: lockConfigName(c),
+    ops: LOCK_OPS,
+    fn: () => {
+      for (let i = 0; i < LOCK_OPS; i++) {
+        lock.lock(actor, site);
+        lock.unlock(actor);
+      }
+      if (lock.owner() !== -1) throw new Error('lock bench: the lock is still held');
+    },
+  };
+}
+
+/**
+ * One configuration against the bare pair, side by side in this thread:
+ * ns per operation of each, one value per round. Called in a worker thread
+ * of its own (bench/lock-worker.ts).
+ */
+export function lockConfigRounds(c: LockConfig, o: MicroOptions): { bare: number[]; lock: number[] } {
+  const bare = bareTask();
+  const lock = lockTask(c);
+  const res = runRounds([bare, lock], o);
+  return { bare: res.get(bare.name)!, lock: res.get(lock.name)! };
+}
+
+/**
+ * mmu_lock acquire+release, uncontended, against the bare pair. Each
+ * configuration runs in a worker thread of its own, as in a run (one lock
+ * kind and one statistics setting per thread: the JIT sees what a run's
+ * thread sees, not the other kinds' code), and measures the bare pair in the
+ * same thread, alternately with the lock, round by round. The bare row is
+ * the median over the workers.
+ */
+export async function lockBench(o: MicroOptions): Promise<MicroRow[]> {
+  const file = distFile('lock-worker.js');
+  const rows: MicroRow[] = [];
+  const bares: number[] = [];
+  // One at a time: two would share the two cores with each other.
+  for (const c of LOCK_CONFIGS) {
+    const r = await runWorker<{ bare: number[]; lock: number[] }>(file, { config: c, options: o });
+    bares.push(median(r.bare));
+    rows.push({ name: lockConfigName(c), nsPerOp: median(r.lock), ratio: median(r.lock.map((x, i) => x / r.bare[i])), baseline: BARE_PAIR });
   }
-  return rowsOf(runRounds(tasks, o), (n) => (n === BARE_PAIR ? null : BARE_PAIR));
+  return [{ name: BARE_PAIR, nsPerOp: median(bares), ratio: null, baseline: null }, ...rows];
 }
 
 // ------------------------------------------------------------------- TLB

@@ -284,7 +284,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
   const T = res.targets;
   if (want('lock')) {
     progress('lock: acquire+release, uncontended ...');
-    const rows = lockBench(micro);
+    const rows = await lockBench(micro);
     res.lock = { rows, holdSampleEvery: DEFAULT_HOLD_SAMPLE };
     for (const kind of LOCK_KINDS) {
       const r = rows.find((x) => x.name.startsWith(`${kind}, statistics on (holds sampled`))!;
