@@ -7,9 +7,14 @@
  *   off, in alternating pairs, as a throughput ratio.
  *
  * A run's elapsed time includes starting the workers and stopping them
- * (a few hundred ms on a loaded 2-core machine, more with more workers).
- * That fixed cost is measured per vCPU count with runs whose vCPUs do one
- * access each, and taken off: throughput is counted over the active time.
+ * (a few hundred ms on a loaded 2-core machine, more with more workers, and
+ * varying from run to run). Accesses/s and faults/s are therefore counted
+ * over a steady window: from the first poll after a quarter of the run
+ * (start-up and the JIT's first compiles are over) to the last poll before
+ * it stops, from the live counters. mmu_lock acquisitions are only known at
+ * the end of a run: their rate is counted over the elapsed time less the
+ * start-up + shutdown cost, measured per vCPU count with runs whose vCPUs do
+ * one access each.
  */
 import type { LockKind } from '../src/config.js';
 import { runThreads } from '../stress/run.js';
@@ -69,9 +74,37 @@ export function benchRunOptions(s: ScalingOptions, lock: LockKind, vcpus: number
   };
 }
 
-function pointOf(r: Report, lock: LockKind, vcpus: number, statistics: boolean, fixedMs: number): RunPoint {
+/** Live counters at the two ends of a run's steady window. */
+class Window {
+  t0 = -1;
+  a0 = 0;
+  f0 = 0;
+  t1 = -1;
+  a1 = 0;
+  f1 = 0;
+  constructor(private readonly fromMs: number) {}
+  tick(t: number, accesses: number, faults: number): void {
+    if (t < this.fromMs) return;
+    if (this.t0 < 0) {
+      this.t0 = t;
+      this.a0 = accesses;
+      this.f0 = faults;
+    } else {
+      this.t1 = t;
+      this.a1 = accesses;
+      this.f1 = faults;
+    }
+  }
+  /** Seconds covered, 0 when the run ended before a window formed. */
+  secs(): number {
+    return this.t1 > this.t0 && this.t0 >= 0 ? (this.t1 - this.t0) / 1000 : 0;
+  }
+}
+
+function pointOf(r: Report, lock: LockKind, vcpus: number, statistics: boolean, fixedMs: number, w: Window): RunPoint {
   const activeMs = Math.max(r.elapsedMs - fixedMs, r.elapsedMs / 2);
   const secs = activeMs / 1000;
+  const wsecs = w.secs();
   const l = r.lock;
   const on = statistics && l.enabled && l.acquisitions > 0;
   return {
@@ -83,8 +116,8 @@ function pointOf(r: Report, lock: LockKind, vcpus: number, statistics: boolean, 
     violations: r.violations.map((v) => `[${v.invariant}] ${v.message}`),
     elapsedMs: r.elapsedMs,
     activeMs,
-    accessesPerSec: r.counters.accesses / secs,
-    faultsPerSec: r.counters.faults / secs,
+    accessesPerSec: wsecs > 0 ? (w.a1 - w.a0) / wsecs : r.counters.accesses / secs,
+    faultsPerSec: wsecs > 0 ? (w.f1 - w.f0) / wsecs : r.counters.faults / secs,
     lockAcqPerSec: on ? l.acquisitions / secs : null,
     contentionRatio: on ? l.contentions / l.acquisitions : null,
     waitAvgNs: on ? l.waitNs.avg : null,
@@ -120,8 +153,9 @@ export async function fixedCostOf(s: ScalingOptions, vcpus: number): Promise<num
 
 export async function runPoint(s: ScalingOptions, lock: LockKind, vcpus: number, statistics: boolean): Promise<RunPoint> {
   const fixed = await fixedCostOf(s, vcpus);
-  const r = await runThreads(benchRunOptions(s, lock, vcpus, statistics));
-  return pointOf(r, lock, vcpus, statistics, fixed);
+  const w = new Window(s.durationMs / 4);
+  const r = await runThreads(benchRunOptions(s, lock, vcpus, statistics), { onTick: (t, a, f) => w.tick(t, a, f) });
+  return pointOf(r, lock, vcpus, statistics, fixed, w);
 }
 
 export async function scalingBench(s: ScalingOptions, progress: (line: string) => void): Promise<RunPoint[]> {

@@ -27,6 +27,12 @@ export interface RunHooks {
   onStatus?: (line: string, final: boolean) => void;
   /** Abort (Ctrl-C): the run stops cleanly and still reports. */
   signal?: AbortSignal;
+  /**
+   * Called at every poll of the orchestrator (~10 ms) while the run goes on,
+   * with the time since launch and the live counters: for steady-state
+   * rates that leave out the workers' start-up and shutdown (s2stress bench).
+   */
+  onTick?: (sinceLaunchMs: number, accesses: number, faults: number) => void;
 }
 
 /** dist/workers/actor.js, found from this file whether it runs compiled or from source. */
@@ -334,6 +340,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       }
       if (violations.length) break;
 
+      if (hooks.onTick) hooks.onTick(now - start, kvm.counter(CNT.accesses), kvm.counter(CNT.faults));
       if (hooks.onStatus && now - lastStatus >= statusEvery) {
         const acc = kvm.counter(CNT.accesses);
         const flt = kvm.counter(CNT.faults);
