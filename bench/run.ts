@@ -239,6 +239,10 @@ function quartiles(xs: number[]): string {
   return `${at(0.25).toFixed(3)}-${at(0.75).toFixed(3)}`;
 }
 
+function ci(c: [number, number]): string {
+  return `${c[0].toFixed(3)}-${c[1].toFixed(3)}`;
+}
+
 /** A section title. */
 function title(text: string): string {
   return markdown ? `### ${text}\n` : text;
@@ -355,13 +359,13 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     T.push({
       name: `lock statistics cost on a contended run (${lock}, ${vcpus} vCPUs, ${(ov.contentionRatio * 100).toFixed(0)}% contended), faults/s on/off`,
       target: `>= ${(1 - TARGETS.statsOverhead).toFixed(2)}`,
-      measured: ov.faultsRatio.toFixed(3),
+      measured: `${ov.faultsRatio.toFixed(3)} (95% CI ${ci(ov.faultsRatioCi)})`,
       met: ov.faultsRatio >= 1 - TARGETS.statsOverhead,
     });
     T.push({
       name: `lock statistics cost on a contended run (${lock}, ${vcpus} vCPUs), accesses/s on/off`,
       target: `>= ${(1 - TARGETS.statsOverhead).toFixed(2)}`,
-      measured: ov.accessesRatio.toFixed(3),
+      measured: `${ov.accessesRatio.toFixed(3)} (95% CI ${ci(ov.accessesRatioCi)})`,
       met: ov.accessesRatio >= 1 - TARGETS.statsOverhead,
     });
   }
@@ -444,7 +448,7 @@ function formatSections(r: BenchResults): string {
           p.on.contentionRatio === null ? '' : `${(p.on.contentionRatio * 100).toFixed(1)}%`,
         ]),
       ),
-      `  median on/off: faults/s ${ov.faultsRatio.toFixed(3)} (quartiles ${quartiles(ov.pairs.map((p) => p.on.faultsPerSec / p.off.faultsPerSec))}), accesses/s ${ov.accessesRatio.toFixed(3)} (quartiles ${quartiles(ov.pairs.map((p) => p.on.accessesPerSec / p.off.accessesPerSec))})`,
+      `  median on/off: faults/s ${ov.faultsRatio.toFixed(3)} (95% CI ${ci(ov.faultsRatioCi)}, quartiles ${quartiles(ov.pairs.map((p) => p.on.faultsPerSec / p.off.faultsPerSec))}), accesses/s ${ov.accessesRatio.toFixed(3)} (95% CI ${ci(ov.accessesRatioCi)}, quartiles ${quartiles(ov.pairs.map((p) => p.on.accessesPerSec / p.off.accessesPerSec))}); more --pairs narrow the interval`,
     );
   }
   if (r.sim) out.push('', formatSimSpeed(r.sim));

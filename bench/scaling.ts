@@ -21,6 +21,7 @@ import { runThreads } from '../stress/run.js';
 import { defaultOptions, type RunOptions } from '../stress/options.js';
 import type { Report } from '../stress/report.js';
 import { median } from './micro.js';
+import { XorShift32 } from '../src/sync/sched.js';
 
 /** The fault-heavy scenario (stress/scenarios.ts). */
 export const SCALING_SCENARIO = 'fault-storm';
@@ -181,8 +182,24 @@ export interface OverheadResult {
   /** Median over pairs of (throughput with statistics) / (throughput without). */
   accessesRatio: number;
   faultsRatio: number;
+  /** 95% confidence intervals of those medians, [low, high] (seeded bootstrap over the pairs). */
+  accessesRatioCi: [number, number];
+  faultsRatioCi: [number, number];
   /** Median contention ratio of the runs with statistics: how contended the run was. */
   contentionRatio: number;
+}
+
+/**
+ * 95% confidence interval of the median of `xs`: percentile bootstrap,
+ * 2000 resamples, seeded (the same pairs give the same interval).
+ */
+export function bootstrapMedianCi(xs: number[], seed = 12345): [number, number] {
+  if (xs.length === 0) return [NaN, NaN];
+  const rng = new XorShift32(seed);
+  const meds: number[] = [];
+  for (let i = 0; i < 2000; i++) meds.push(median(xs.map(() => xs[rng.below(xs.length)])));
+  meds.sort((a, b) => a - b);
+  return [meds[50], meds[1949]];
 }
 
 /**
@@ -201,12 +218,16 @@ export async function overheadBench(s: ScalingOptions, lock: LockKind, vcpus: nu
       `  statistics overhead, pair ${i + 1}/${pairs}: on ${Math.round(got.on.faultsPerSec)} faults/s, off ${Math.round(got.off.faultsPerSec)} faults/s`,
     );
   }
+  const acc = res.map((p) => p.on.accessesPerSec / p.off.accessesPerSec);
+  const flt = res.map((p) => p.on.faultsPerSec / p.off.faultsPerSec);
   return {
     lock,
     vcpus,
     pairs: res,
-    accessesRatio: median(res.map((p) => p.on.accessesPerSec / p.off.accessesPerSec)),
-    faultsRatio: median(res.map((p) => p.on.faultsPerSec / p.off.faultsPerSec)),
+    accessesRatio: median(acc),
+    faultsRatio: median(flt),
+    accessesRatioCi: bootstrapMedianCi(acc),
+    faultsRatioCi: bootstrapMedianCi(flt),
     contentionRatio: median(res.map((p) => p.on.contentionRatio ?? 0)),
   };
 }

@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../stress/cli.js';
 import { requireBuild } from './support.js';
+import { bootstrapMedianCi } from '../../bench/scaling.js';
+import { median } from '../../bench/micro.js';
+import { XorShift32 } from '../../src/sync/sched.js';
 
 describe('s2stress bench --quick', () => {
   beforeAll(requireBuild);
@@ -38,7 +41,22 @@ describe('s2stress bench --quick', () => {
     // rates over the steady window of each run (live counters), not the whole elapsed time
     expect(r.scaling.points.every((p: { accessesPerSec: number; faultsPerSec: number }) => p.accessesPerSec > 0 && p.faultsPerSec > 0)).toBe(true);
     expect(r.overhead.pairs).toHaveLength(1);
+    const [lo, hi] = r.overhead.faultsRatioCi;
+    expect(lo <= r.overhead.faultsRatio && r.overhead.faultsRatio <= hi).toBe(true);
     expect(r.targets.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('bootstrap interval of a median: seeded, around the median, narrower with more pairs', () => {
+    const rng = new XorShift32(7);
+    const sample = (n: number): number[] => Array.from({ length: n }, () => 0.9 + rng.float() * 0.2);
+    const few = sample(8);
+    const many = sample(200);
+    const [a, b] = bootstrapMedianCi(few);
+    expect(bootstrapMedianCi(few)).toEqual([a, b]);
+    expect(a <= median(few) && median(few) <= b, `seed 7: [${a}, ${b}]`).toBe(true);
+    const [c, d] = bootstrapMedianCi(many);
+    expect(d - c, `seed 7: ${d - c} vs ${b - a}`).toBeLessThan(b - a);
+    expect(c < 1 && d > 1, `seed 7: the true median 1 in [${c}, ${d}]`).toBe(true);
   });
 
   it('rejects an unknown flag with exit code 2, naming it', async () => {
