@@ -12,7 +12,7 @@ import { LOCK_KINDS, PROFILES } from '../../src/config.js';
 import { SCENARIOS } from '../../stress/scenarios.js';
 import { defaultOptions } from '../../stress/options.js';
 import { runSim } from '../../stress/simrun.js';
-import { requireBuild } from './support.js';
+import { expectLockCorrect, requireBuild } from './support.js';
 
 const SEED = 21;
 
@@ -26,16 +26,7 @@ for (const lock of LOCK_KINDS) {
         it(`${s.name}, ${profile}`, async () => {
           const o = { ...defaultOptions(), mode: 'sim' as const, scenario: s.name, profile, lock, vcpus: 2, guestMem: 8 * 1024 * 1024, ops: 4000, seed: SEED, quiet: true };
           const r = await runSim(o);
-          const rerun = `seed ${SEED}; rerun: ${r.replay}`;
-          expect(r.error, rerun).toBe(null);
-          expect(
-            r.violations.filter((v) => v.invariant === 'lock-held' || v.invariant === 'progress').map((v) => `[${v.invariant}] ${v.message}`),
-            rerun,
-          ).toEqual([]);
-          expect(r.lock.kind, rerun).toBe(lock);
-          expect(r.lock.acquisitions, rerun).toBeGreaterThan(0);
-          expect(r.lock.sites.reduce((x, st) => x + st.acquisitions, 0), rerun).toBe(r.lock.acquisitions);
-          expect(r.lock.sites.reduce((x, st) => x + st.contentions, 0), rerun).toBe(r.lock.contentions);
+          expectLockCorrect(r, lock, SEED);
           contentions += r.lock.contentions;
           runs++;
         });

@@ -6,6 +6,7 @@ import type { Sched } from '../../src/sync/sched.js';
 import type { LockKind, ProfileName } from '../../src/config.js';
 import { runThreads } from '../../stress/run.js';
 import { defaultOptions } from '../../stress/options.js';
+import type { Report } from '../../stress/report.js';
 
 const WORKER = new URL('./worker.mjs', import.meta.url);
 
@@ -82,6 +83,15 @@ export function busy(us: number): void {
 export async function checkLockUnderScenario(lock: LockKind, scenario: string, profile: ProfileName, seed: number): Promise<void> {
   const o = { ...defaultOptions(), scenario, profile, lock, vcpus: 2, guestMem: 16 * 1024 * 1024, durationMs: 300, seed, quiet: true, checkEveryMs: 100 };
   const r = await runThreads(o);
+  expectLockCorrect(r, lock, seed);
+  expect(r.quiescentChecks, `seed ${seed}; rerun: ${r.replay}`).toBeGreaterThan(0);
+}
+
+/**
+ * What a run must show of its lock, whatever the mode: no harness failure,
+ * no `lock-held` or `progress` violation, and lock_stat rows that add up.
+ */
+export function expectLockCorrect(r: Report, lock: LockKind, seed: number): void {
   const rerun = `seed ${seed}; rerun: ${r.replay}`;
   expect(r.error, rerun).toBe(null);
   expect(
@@ -89,6 +99,8 @@ export async function checkLockUnderScenario(lock: LockKind, scenario: string, p
     rerun,
   ).toEqual([]);
   expect(r.lock.enabled, rerun).toBe(true);
+  expect(r.lock.kind, rerun).toBe(lock);
+  expect(r.lock.acquisitions, rerun).toBeGreaterThan(0);
   expect(r.lock.sites.reduce((x, s) => x + s.acquisitions, 0), rerun).toBe(r.lock.acquisitions);
-  expect(r.quiescentChecks, rerun).toBeGreaterThan(0);
+  expect(r.lock.sites.reduce((x, s) => x + s.contentions, 0), rerun).toBe(r.lock.contentions);
 }
