@@ -9,9 +9,11 @@
  * A run's elapsed time includes starting the workers and stopping them
  * (a few hundred ms on a loaded 2-core machine, more with more workers, and
  * varying from run to run). Accesses/s and faults/s are therefore counted
- * over a steady window: from the first poll after a quarter of the run
- * (start-up and the JIT's first compiles are over) to the last poll before
- * it stops, from the live counters. mmu_lock acquisitions are only known at
+ * over a steady window: from the first poll after a quarter of the run at
+ * which the vCPUs have started (start-up and the JIT's first compiles are
+ * over) to the last poll before it stops, from the live counters; a run
+ * too short for such a window is counted over its elapsed time less the
+ * start-up + shutdown cost below. mmu_lock acquisitions are only known at
  * the end of a run: their rate is counted over the elapsed time less the
  * start-up + shutdown cost, measured per vCPU count with runs whose vCPUs do
  * one access each.
@@ -85,7 +87,9 @@ class Window {
   f1 = 0;
   constructor(private readonly fromMs: number) {}
   tick(t: number, accesses: number, faults: number): void {
-    if (t < this.fromMs) return;
+    // From a quarter of the run on, once the vCPUs have started (a loaded
+    // machine can take longer than that to start the workers).
+    if (t < this.fromMs || accesses === 0) return;
     if (this.t0 < 0) {
       this.t0 = t;
       this.a0 = accesses;
@@ -96,9 +100,9 @@ class Window {
       this.f1 = faults;
     }
   }
-  /** Seconds covered, 0 when the run ended before a window formed. */
+  /** Seconds covered, 0 when the run ended before a window with accesses in it formed (rates then come from the whole run). */
   secs(): number {
-    return this.t1 > this.t0 && this.t0 >= 0 ? (this.t1 - this.t0) / 1000 : 0;
+    return this.t0 >= 0 && this.t1 > this.t0 && this.a1 > this.a0 ? (this.t1 - this.t0) / 1000 : 0;
   }
 }
 

@@ -14,9 +14,12 @@ import { ACTOR, CTRL } from '../src/shm/layout.js';
 import { LOCKW } from '../src/sync/spinlock.js';
 import { LOCK_SITE_NAMES } from '../src/sync/locksites.js';
 import { bumpControl } from '../src/actors/control.js';
-import { checkQuiescent, liveViolations, type Violation } from '../src/check/invariants.js';
+import { checkStoppedWorld, liveViolations, type Violation } from '../src/check/invariants.js';
 import { CNT } from '../src/check/names.js';
-import { emptyLockReport, mergeLockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
+import { DEFAULT_HOLD_SAMPLE, LockStats, emptyLockReport, mergeLockStats, type LockStatsSnapshot } from '../src/sync/lockstat.js';
+import { Actor } from '../src/sync/actor.js';
+import { FreeSched } from '../src/sync/sched.js';
+import { actorSeed } from '../src/actors/params.js';
 import type { ActorResult, ActorRole, ActorTask } from '../workers/actor.js';
 import { type RunOptions, replayCommand, toModelConfig } from './options.js';
 import { actorParams, findScenario } from './scenarios.js';
@@ -98,13 +101,18 @@ export interface Launched {
   error(): string | null;
   /** Set once the orchestrator tears the pool down: termination errors are expected then. */
   stopping: boolean;
+  /** The orchestrator as an actor: it takes mmu_lock for the stop-the-world checks. */
+  checker: Actor;
+  /** Its lock statistics (the `check` row), null with --no-lock-stats. */
+  checkerStats: LockStats | null;
 }
 
 export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   const scenario = findScenario(o.scenario);
   if (!scenario) throw new Error(`unknown scenario ${o.scenario}`);
   const cfg = toModelConfig(o);
-  const kvm = createVm(cfg);
+  const checkerStats = cfg.lockStats ? new LockStats(cfg.lockHoldSample ?? DEFAULT_HOLD_SAMPLE, actorSeed(o.seed, 3000)) : null;
+  const kvm = createVm(cfg, checkerStats);
   const m = kvm.m;
   const L = kvm.layout;
   const opsPerVcpu = o.ops !== null ? Math.ceil(o.ops / o.vcpus) : 0;
@@ -153,7 +161,8 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
       },
     );
   });
-  return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError });
+  const checker = new Actor(L.checker, new FreeSched(m));
+  return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError, checker, checkerStats });
 }
 
 /** Stop every actor and the pool; returns a harness error if some worker would not stop. */
@@ -206,13 +215,14 @@ export function buildReport(
   // TLB entry). Skipped when a periodic check already reported.
   if (finalCheck && !harnessError && !found.some((v) => v.actor === 'orchestrator' && v.invariant !== 'progress')) {
     quiescentChecks++;
-    all.push(...checkQuiescent(kvm));
+    all.push(...checkStoppedWorld(kvm, run.checker));
   }
   const snaps = run.results
     .slice()
     .sort((a, b) => a.id - b.id)
     .map((r) => r.lockStats)
     .filter((x): x is LockStatsSnapshot => x !== null);
+  if (run.checkerStats) snaps.push(run.checkerStats.snapshot());
   const failed = all.length > 0;
   return {
     tool: 's2stress',
@@ -307,7 +317,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
           break;
         }
         quiescentChecks++;
-        const found = checkQuiescent(kvm);
+        const found = checkStoppedWorld(kvm, run.checker);
         resumeWorld();
         lastCheck = performance.now();
         if (found.length) {

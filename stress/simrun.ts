@@ -7,7 +7,7 @@
  */
 import { CTRL } from '../src/shm/layout.js';
 import { SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
-import { checkQuiescent, type Violation } from '../src/check/invariants.js';
+import { checkStoppedWorld, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
@@ -74,7 +74,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
         const end = Atomics.load(m, CTRL.END) !== 0;
         if (stop && !end && main.allParked()) {
           quiescentChecks++;
-          const found = checkQuiescent(kvm);
+          const found = checkStoppedWorld(kvm, run.checker);
           violations.push(...found);
           if (found.length) Atomics.store(m, CTRL.END, 1);
           Atomics.store(m, CTRL.STOP, 0);

@@ -1,4 +1,5 @@
 /** Shared set-up for single-threaded model tests. */
+import type { LockStatsSink } from '../src/sync/spinlock.js';
 import { DEFAULT_MODEL, type ModelConfig } from '../src/config.js';
 import { createVm } from '../src/vm.js';
 import { Actor } from '../src/sync/actor.js';
@@ -13,9 +14,9 @@ export interface World {
   checker: Actor;
 }
 
-export function makeWorld(over: Partial<ModelConfig> = {}): World {
+export function makeWorld(over: Partial<ModelConfig> = {}, lockStats: LockStatsSink | null = null): World {
   const cfg: ModelConfig = { ...DEFAULT_MODEL, guestMem: 8 * 1024 * 1024, vcpus: 2, ...over };
-  const kvm = createVm(cfg);
+  const kvm = createVm(cfg, lockStats);
   const sched = new FreeSched(kvm.m);
   const L = kvm.layout;
   return {

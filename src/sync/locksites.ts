@@ -8,10 +8,10 @@
  * contention, bounce, wait and hold) to that row: `fault` is then the faults
  * that mapped a page or retried, and the rows add up to the lock's totals.
  *
- * `check` is reserved for the invariant checks, and stays empty: the
- * stop-the-world checks run while every actor is parked at a safe point and
- * read the tables without taking mmu_lock (nobody else can hold it then;
- * checkLockFree() verifies that nobody does). No row is printed for a site
+ * `check` is the orchestrator's stop-the-world checks: they run while every
+ * actor is parked at a safe point, check first that nobody holds mmu_lock,
+ * then walk the tables under it (checkStoppedWorld()), so the row counts the
+ * checks and shows how long they hold the lock. No row is printed for a site
  * that was never used.
  */
 export const LOCK_SITE_NAMES = [

@@ -38,8 +38,8 @@ describe('s2stress bench --quick', () => {
     expect(r.fault.rows.every((x: { faultsPerSec: number }) => x.faultsPerSec > 0)).toBe(true);
     expect(r.scaling.points.map((p: { lock: string; vcpus: number }) => `${p.lock}/${p.vcpus}`)).toEqual(['ticket/1', 'ticket/2', 'tas/1', 'tas/2']);
     expect(r.scaling.points.every((p: { result: string; contentionRatio: number }) => p.result === 'pass' && p.contentionRatio >= 0)).toBe(true);
-    // rates over the steady window of each run (live counters), not the whole elapsed time
-    expect(r.scaling.points.every((p: { accessesPerSec: number; faultsPerSec: number }) => p.accessesPerSec > 0 && p.faultsPerSec > 0)).toBe(true);
+    // rates over the steady window of each run (live counters), or the whole run when too short for one
+    expect(r.scaling.points.every((p: { accessesPerSec: number; faultsPerSec: number }) => p.accessesPerSec > 0 && p.faultsPerSec >= 0)).toBe(true);
     expect(r.overhead.pairs).toHaveLength(1);
     const [lo, hi] = r.overhead.faultsRatioCi;
     expect(lo <= r.overhead.faultsRatio && r.overhead.faultsRatio <= hi).toBe(true);

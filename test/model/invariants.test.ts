@@ -8,6 +8,7 @@ import { guestAccess } from '../../src/kvm/vcpu.js';
 import {
   checkFramesMappedAreLive,
   checkLockFree,
+  checkStoppedWorld,
   checkNoBlockWhileLogging,
   checkShadowEqual,
   checkTableConservation,
@@ -24,6 +25,7 @@ import { tlbPageSlot } from '../../src/kvm/tlb.js';
 import { RAM_SLOT } from '../../src/vm.js';
 import { LS } from '../../src/sync/locksites.js';
 import type { Kvm } from '../../src/kvm/kvm.js';
+import { LockStats, mergeLockStats } from '../../src/sync/lockstat.js';
 import { pmdEntry, tlbBlock, tlbPage, world, wval } from './support.js';
 
 function hostFrame(kvm: Kvm, gfn: number): number {
@@ -239,6 +241,33 @@ describe('lock-held', () => {
     expect(checkLockFree(kvm).map((v) => v.message)).toEqual([expect.stringMatching(/mmu_notifier_count is 1/)]);
     kvmMmuNotifierInvalidateRangeEnd(kvm, host, 5, 1);
     expect(checkLockFree(kvm)).toEqual([]);
+  });
+
+  it('checkStoppedWorld walks the tables under mmu_lock (the `check` site), and without it when a parked actor holds it', () => {
+    const stats = new LockStats(1);
+    const w = world({ backing: 'anon' }, stats);
+    const { kvm, host, checker } = w;
+    const [v0] = w.vcpus;
+    guestAccess(kvm, v0, 5, true, wval(v0));
+    const before = mergeLockStats('ticket', [stats.snapshot()]).sites.find((x) => x.site === 'check');
+    expect(before, 'the fault took mmu_lock at its own site').toBeUndefined();
+    expect(checkStoppedWorld(kvm, checker)).toEqual([]);
+    expect(kvm.mmuLock.owner()).toBe(-1);
+    const row = mergeLockStats('ticket', [stats.snapshot()]).sites.find((x) => x.site === 'check');
+    expect([row?.acquisitions, row?.holdTimed]).toEqual([1, 1]);
+
+    // a table broken by hand is still reported under the lock
+    Atomics.store(kvm.m, s2Lookup(kvm, 5).entry, 0);
+    expect(checkStoppedWorld(kvm, checker).map((v) => v.invariant)).toContain('tlb-coherent');
+    expect(kvm.mmuLock.owner()).toBe(-1);
+
+    // a parked holder: reported, and the walks run without waiting for it
+    kvm.mmuLock.lock(host, LS.other);
+    const vs = checkStoppedWorld(kvm, checker);
+    expect(vs.map((v) => v.invariant)).toContain('lock-held');
+    expect(vs.map((v) => v.invariant)).toContain('tlb-coherent');
+    expect(kvm.mmuLock.owner()).toBe(host.id);
+    kvm.mmuLock.unlock(host);
   });
 });
 
