@@ -2,9 +2,10 @@
  * Piscina task entry point: one long-running task per actor (vCPU, host-MM,
  * migrator), on the shared region it is handed. Returns when the run ends.
  */
+import { availableParallelism } from 'node:os';
 import { attachVm } from '../src/vm.js';
 import { Actor } from '../src/sync/actor.js';
-import { ChaosSched, FreeSched, type Sched } from '../src/sync/sched.js';
+import { ChaosSched, FreeSched, spinsFor, type Sched } from '../src/sync/sched.js';
 import { ACTOR, ACTOR_WORDS, CTRL } from '../src/shm/layout.js';
 import { SimSched, SimState, type SimConfig } from '../src/sim/sched.js';
 import type { ModelConfig } from '../src/config.js';
@@ -43,11 +44,12 @@ export default function actorTask(task: ActorTask): ActorResult {
   const simSched = task.sim
     ? new SimSched(m, new SimState(task.sim.sab, task.sim.cfg), task.id, waitWord, kvm.actorWord(0, ACTOR.PROGRESS), ACTOR_WORDS)
     : null;
+  const spins = spinsFor(task.cfg.vcpus, availableParallelism());
   const sched: Sched =
     simSched ??
     (task.params.chaos > 0
-      ? new ChaosSched(m, task.params.chaos, actorSeed(task.params.seed, task.id + 1000), waitWord)
-      : new FreeSched(m, waitWord));
+      ? new ChaosSched(m, task.params.chaos, actorSeed(task.params.seed, task.id + 1000), waitWord, spins)
+      : new FreeSched(m, waitWord, spins));
   const actor = new Actor(task.id, sched);
   if (simSched) simSched.start();
   try {

@@ -27,13 +27,28 @@ export interface Sched {
 
 /**
  * Spins before a waiter starts yielding the CPU (Atomics.wait with a short
- * timeout): ~10-20 us of Atomics.load here, longer than a fault's hold of
- * mmu_lock, so that a lock handed over between running threads is taken at
- * once, as a spinning kernel waiter takes it. (With 128 spins, measured: two
- * threads on two cores taking a ticket lock in a loop went through the
- * futex on nearly every hand-over, 0.1M acquisitions/s against 2.4M.)
+ * timeout), when the vCPUs have a core each: ~10-20 us of Atomics.load
+ * here, longer than a fault's hold of mmu_lock, so that a lock handed over
+ * between running threads is taken at once, as a spinning kernel waiter
+ * takes it. (With 128 spins, measured: two threads on two cores taking a
+ * ticket lock in a loop went through the futex on nearly every hand-over,
+ * 0.1M acquisitions/s against 2.4M.)
  */
-const SPIN_BEFORE_YIELD = 4096;
+export const SPINS_LONG = 4096;
+/**
+ * Spins when the vCPUs outnumber the cores: a waiter then mostly waits for
+ * a thread that is not running, and spinning long only takes the core from
+ * it (and, measured, starved whatever else ran on the machine: a 64-vCPU
+ * run on 2 cores spinning 4096 times per wait kept the workers of another
+ * run from stopping for 5 s).
+ */
+export const SPINS_SHORT = 128;
+
+/** How long waiters spin in a run with `vcpus` vCPUs on `cores` cores. */
+export function spinsFor(vcpus: number, cores: number): number {
+  return vcpus <= cores ? SPINS_LONG : SPINS_SHORT;
+}
+
 /** First and largest timeout of one yield, ms: a back-off, not a wait for a notification. */
 const YIELD_MS = 0.02;
 const YIELD_MAX_MS = 1;
@@ -44,8 +59,8 @@ const YIELD_MAX_MS = 1;
  * burn the time slice of the thread it waits for). Also used by the other
  * schedulers for their real waits.
  */
-export function spinWaitWhile(m: Int32Array, index: number, value: number): void {
-  for (let i = 0; i < SPIN_BEFORE_YIELD; i++) {
+export function spinWaitWhile(m: Int32Array, index: number, value: number, spins = SPINS_LONG): void {
+  for (let i = 0; i < spins; i++) {
     if (Atomics.load(m, index) !== value) return;
   }
   let t = YIELD_MS;
@@ -56,9 +71,9 @@ export function spinWaitWhile(m: Int32Array, index: number, value: number): void
 }
 
 /** spinWaitWhile, saying in the actor's WAITING_ON word (if any) what it waits on. */
-function recordedWaitWhile(m: Int32Array, waitWord: number, index: number, value: number): void {
+function recordedWaitWhile(m: Int32Array, waitWord: number, index: number, value: number, spins: number): void {
   if (waitWord >= 0) Atomics.store(m, waitWord, index + 1);
-  spinWaitWhile(m, index, value);
+  spinWaitWhile(m, index, value, spins);
   if (waitWord >= 0) Atomics.store(m, waitWord, 0);
 }
 
@@ -71,16 +86,17 @@ export function idleFor(ms: number): void {
 /**
  * threads mode without chaos. `waitWord`, when given, is the actor's
  * WAITING_ON word: index + 1 of what it waits for, so that the watchdog can
- * say who waits on what.
+ * say who waits on what. `spins`: see spinsFor().
  */
 export class FreeSched implements Sched {
   constructor(
     private readonly m: Int32Array,
     private readonly waitWord = -1,
+    private readonly spins = SPINS_LONG,
   ) {}
   point(_site: number): void {}
   waitWhile(index: number, value: number, _site: number): void {
-    recordedWaitWhile(this.m, this.waitWord, index, value);
+    recordedWaitWhile(this.m, this.waitWord, index, value, this.spins);
   }
   idle(ms: number): void {
     idleFor(ms);
@@ -124,6 +140,7 @@ export class ChaosSched implements Sched {
     probability: number,
     seed: number,
     private readonly waitWord = -1,
+    private readonly spins = SPINS_LONG,
   ) {
     this.rng = new XorShift32(seed);
     this.threshold = Math.floor(probability * 4294967296);
@@ -141,7 +158,7 @@ export class ChaosSched implements Sched {
     }
   }
   waitWhile(index: number, value: number, _site: number): void {
-    recordedWaitWhile(this.m, this.waitWord, index, value);
+    recordedWaitWhile(this.m, this.waitWord, index, value, this.spins);
   }
   idle(ms: number): void {
     idleFor(ms);

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_KINDS } from '../../src/config.js';
 import { TicketLock, TasLock, LOCKW, TICKET_SHIFT, TICKET_MASK } from '../../src/sync/spinlock.js';
 import { Actor } from '../../src/sync/actor.js';
-import { FreeSched } from '../../src/sync/sched.js';
+import { FreeSched, SPINS_LONG, SPINS_SHORT, spinsFor } from '../../src/sync/sched.js';
 import { mergeLockStats, type LockStatsSnapshot } from '../../src/sync/lockstat.js';
 import { LOCK_SITE_NAMES } from '../../src/sync/locksites.js';
 import { requireBuild, spawn, SHARED_WORDS, W, waitAtLeast } from './support.js';
@@ -87,6 +87,13 @@ describe('ticket lock', () => {
       const word = m[LOCKW.NEXT];
       expect([word >>> TICKET_SHIFT, word & TICKET_MASK]).toEqual([(0xfffe + i + 1) & 0xffff, (0xfffe + i + 1) & 0xffff]);
     }
+  });
+});
+
+describe('waiting', () => {
+  it('spins long only while the vCPUs have a core each', () => {
+    expect([spinsFor(1, 2), spinsFor(2, 2), spinsFor(3, 2), spinsFor(64, 2), spinsFor(8, 8)]).toEqual([SPINS_LONG, SPINS_LONG, SPINS_SHORT, SPINS_SHORT, SPINS_LONG]);
+    expect(SPINS_LONG).toBeGreaterThan(SPINS_SHORT);
   });
 });
 
