@@ -13,6 +13,7 @@ import { SITE } from '../sync/sites.js';
 import { CNT, EV, INV } from '../check/names.js';
 import { kvmDisableDirtyLogging, kvmEnableDirtyLogging, kvmGetDirtyLog } from '../kvm/memslot.js';
 import { copyAllPages, copyDirtyPages, compareDestination } from '../check/migration.js';
+import { checkLoggingOnReturned } from '../check/invariants.js';
 import { hostReadPage } from '../mm/hostfault.js';
 import { RAM_SLOT } from '../vm.js';
 import { bumpControl, runEnded, safePoint, tick } from './control.js';
@@ -55,6 +56,7 @@ export function resumeVcpus(kvm: Kvm, actor: Actor): void {
  */
 function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+  checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   copyAllPages(kvm, actor, RAM_SLOT);
   for (let r = 0; r < p.precopyRounds; r++) {
     // Between rounds the guest runs on (a yield in sim mode, free in threads mode).
@@ -100,6 +102,7 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   // numbers: until then the vCPUs write iteration 0, which no rule checks.
   // The iteration changes only while the vCPUs are stopped (sync point).
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+  checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   if (!pauseVcpus(kvm, actor)) return;
   kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
   Atomics.store(m, CTRL.ITERATION, 1);

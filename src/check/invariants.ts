@@ -24,7 +24,7 @@ import { HPTE_FRAME_MASK, HPTE_PRESENT } from '../mm/hostpt.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
 import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
-import { INVARIANTS, type InvariantName } from './names.js';
+import { INV, INVARIANTS, type InvariantName } from './names.js';
 import { actorName } from '../vm.js';
 import type { Actor } from '../sync/actor.js';
 import { LS } from '../sync/locksites.js';
@@ -161,6 +161,33 @@ export function checkNoBlockWhileLogging(kvm: Kvm): Violation[] {
 }
 
 /**
+ * no-block-while-logging at the instant it starts to hold: when logging-on
+ * returns (KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES), the
+ * migrator walks the slot's 2 MiB ranges under mmu_lock (the `check` site).
+ * A writable block there was left by a fault that raced the enable; later in
+ * a short logging period it may be gone (logging off makes it legal again)
+ * before a stop-the-world check looks. Recorded as a live violation; returns
+ * how many it found.
+ */
+export function checkLoggingOnReturned(kvm: Kvm, actor: Actor, slot: number): number {
+  const m = kvm.m;
+  if (Atomics.load(m, slotWord(kvm, slot, SLOTW.LOG_STATE)) !== LOG_ON) return 0;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const end = base + m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  let found = 0;
+  kvm.mmuLock.lock(actor, LS.check);
+  for (let gfn = base & ~511; gfn < end; gfn += 512) {
+    const r = s2Lookup(kvm, gfn);
+    if (r.level === LEVEL_PMD && descWritable(r.desc)) {
+      found++;
+      kvm.violation(INV['no-block-while-logging'], actor.id, 1, slot, gfn, r.desc);
+    }
+  }
+  kvm.mmuLock.unlock(actor);
+  return found;
+}
+
+/**
  * tlb-coherent: every TLB entry matches the tables: same level, same frame,
  * no more permission. A 4 KiB entry where the tables hold a block (or the
  * reverse) is a TLB conflict, as arm64 reports it.
@@ -247,13 +274,15 @@ export function checkLockFree(kvm: Kvm): Violation[] {
  * `checker` at the `check` call site, as the kernel's stage-2 walkers
  * (kvm_pgtable_walk() callers, the ptdump debugfs file) hold kvm->mmu_lock.
  * Nobody else runs then, so the lock is free; its lock_stat row shows how
- * long the checks keep the lock. When a parked actor does hold it (a
- * lock-held violation), the walks run without it rather than deadlock.
+ * long the checks keep the lock. When the lock is not free (a parked holder
+ * is a lock-held violation; a stopped waiter holds a ticket), the walks run
+ * without it rather than deadlock.
  */
 export function checkStoppedWorld(kvm: Kvm, checker: Actor): Violation[] {
   const free = checkLockFree(kvm);
-  if (kvm.mmuLock.owner() >= 0) return [...checkTables(kvm), ...free];
-  kvm.mmuLock.lock(checker, LS.check);
+  // A try-lock: an actor stopped for good while it waited for the lock (a
+  // run's end) still holds a ticket, and nobody would ever serve ours.
+  if (kvm.mmuLock.owner() >= 0 || !kvm.mmuLock.tryLock(checker, LS.check)) return [...checkTables(kvm), ...free];
   try {
     return [...checkTables(kvm), ...free];
   } finally {
@@ -344,6 +373,10 @@ export function liveViolations(kvm: Kvm): Violation[] {
             ? `gfn ${a}: after stop-and-copy the destination holds ${fmtValue(b)} but the source holds ${fmtValue(cc)}: a write was never reported dirty`
             : `... and ${a} more pages differ after stop-and-copy`;
         if (kind === 1) extra.gfn = a;
+        break;
+      case 'no-block-while-logging':
+        message = `slot ${a}: when logging-on returned, gfn ${b}..${b + 511} was mapped by a writable block (${describeDesc(cc, LEVEL_PMD)}): writes to it are not logged`;
+        extra.gfn = b;
         break;
       case 'selftest-dirty-log':
         extra.gfn = a;

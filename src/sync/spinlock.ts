@@ -97,6 +97,12 @@ export interface SpinLock {
   /** Actor id of the owner, or -1. */
   owner(): number;
   heldBy(actor: Actor): boolean;
+  /**
+   * arch_spin_trylock(): take the lock only if it is free now, without
+   * waiting; true if taken. For a caller that must not wait (the
+   * orchestrator's checks, which no scheduled actor would ever release for).
+   */
+  tryLock(actor: Actor, site: number): boolean;
   /** Attribute the current hold to another call site (statistics only). */
   retag(actor: Actor, site: number): void;
 }
@@ -144,6 +150,7 @@ abstract class OwnedLock implements SpinLock {
   ) {}
 
   abstract lock(actor: Actor, site: number): void;
+  abstract tryLock(actor: Actor, site: number): boolean;
   /** The kind's own release of the lock word (owner already checked). */
   protected abstract release(): void;
 
@@ -163,6 +170,14 @@ abstract class OwnedLock implements SpinLock {
     this.hContended = contended;
     this.hBounce = bounce;
     return stats.acquired(site, contended, bounce);
+  }
+
+  /** The lock word was just taken by a try-lock: the owner words and the statistics of an uncontended acquisition. */
+  protected taken(actor: Actor, site: number): void {
+    const me = actor.id + 1;
+    this.m[this.base + W_OWNER] = me;
+    this.m[this.base + W_OWNER_SITE] = site;
+    if (this.stats !== null) this.uncontended(this.stats, me, site);
   }
 
   /** An uncontended acquisition by `me` (actor id + 1) at `site`, the lock held. */
@@ -231,6 +246,16 @@ export class TicketLock extends OwnedLock {
     if (probe[0] !== 1) throw new Error('TicketLock assumes a little-endian machine');
   }
 
+  /** arch_spin_trylock(): take a ticket only if it would be served at once (next == owner). */
+  tryLock(actor: Actor, site: number): boolean {
+    const m = this.m;
+    const word = Atomics.load(m, this.base + W_NEXT);
+    if (word >>> TICKET_SHIFT !== (word & TICKET_MASK)) return false;
+    if (Atomics.compareExchange(m, this.base + W_NEXT, word, (word + (1 << TICKET_SHIFT)) | 0) !== word) return false;
+    this.taken(actor, site);
+    return true;
+  }
+
   /** arch_spin_lock(): take a ticket, wait until it is served. */
   lock(actor: Actor, site: number): void {
     const m = this.m;
@@ -283,6 +308,12 @@ export class TicketLock extends OwnedLock {
 const TAS_MAX_BACKOFF = 1024;
 
 export class TasLock extends OwnedLock {
+  tryLock(actor: Actor, site: number): boolean {
+    if (Atomics.compareExchange(this.m, this.base + W_NEXT, 0, 1) !== 0) return false;
+    this.taken(actor, site);
+    return true;
+  }
+
   lock(actor: Actor, site: number): void {
     const m = this.m;
     actor.sched.point(P_ACQUIRE);

@@ -90,6 +90,29 @@ describe('ticket lock', () => {
   });
 });
 
+describe('tryLock', () => {
+  for (const kind of LOCK_KINDS) {
+    it(`${kind}: takes a free lock, and fails without waiting on a held one${kind === 'ticket' ? ' or one with a ticket outstanding' : ''}`, () => {
+      const m = new Int32Array(new SharedArrayBuffer(SHARED_WORDS * 4));
+      const a = new Actor(0, new FreeSched(m));
+      const b = new Actor(1, new FreeSched(m));
+      const lock = kind === 'tas' ? new TasLock(m, 0) : new TicketLock(m, 0);
+      expect(lock.tryLock(a, 0)).toBe(true);
+      expect(lock.heldBy(a)).toBe(true);
+      expect(lock.tryLock(b, 0)).toBe(false);
+      lock.unlock(a);
+      expect(lock.owner()).toBe(-1);
+      if (kind === 'ticket') {
+        Atomics.add(m, LOCKW.NEXT, 1 << TICKET_SHIFT); // a waiter's ticket, not yet served
+        expect(lock.tryLock(b, 0)).toBe(false);
+        Atomics.sub(m, LOCKW.NEXT, 1 << TICKET_SHIFT);
+      }
+      expect(lock.tryLock(b, 0)).toBe(true);
+      lock.unlock(b);
+    });
+  }
+});
+
 describe('waiting', () => {
   it('spins long only while the vCPUs have a core each', () => {
     expect([spinsFor(1, 2), spinsFor(2, 2), spinsFor(3, 2), spinsFor(64, 2), spinsFor(8, 8)]).toEqual([SPINS_LONG, SPINS_LONG, SPINS_SHORT, SPINS_SHORT, SPINS_LONG]);

@@ -8,6 +8,7 @@ import { guestAccess } from '../../src/kvm/vcpu.js';
 import {
   checkFramesMappedAreLive,
   checkLockFree,
+  checkLoggingOnReturned,
   checkStoppedWorld,
   checkNoBlockWhileLogging,
   checkShadowEqual,
@@ -98,6 +99,28 @@ describe('no-block-while-logging', () => {
     Atomics.store(kvm.m, block.entry, mkWrite(block.desc));
 
     expect(checkNoBlockWhileLogging(kvm).map((v) => [v.invariant, v.gfn])).toEqual([['no-block-while-logging', 0]]);
+  });
+
+  it('checkLoggingOnReturned records a live violation for a writable block when logging-on returns, and nothing otherwise', () => {
+    const w = world({ backing: 'thp' });
+    const { kvm, migrator } = w;
+    const [v0] = w.vcpus;
+    guestAccess(kvm, v0, 5, true, wval(v0));
+    expect(checkLoggingOnReturned(kvm, migrator, RAM_SLOT)).toBe(0); // not logging: nothing to check
+    kvmEnableDirtyLogging(kvm, migrator, RAM_SLOT);
+    expect(checkLoggingOnReturned(kvm, migrator, RAM_SLOT)).toBe(0); // the enable write-protected the block
+    expect(liveViolations(kvm)).toEqual([]);
+    expect(kvm.mmuLock.owner()).toBe(-1);
+
+    // a fault that raced the enable left the block writable
+    const block = s2Lookup(kvm, 5);
+    Atomics.store(kvm.m, block.entry, mkWrite(block.desc));
+
+    expect(checkLoggingOnReturned(kvm, migrator, RAM_SLOT)).toBe(1);
+    const vs = liveViolations(kvm);
+    expect(vs.map((v) => [v.invariant, v.gfn, v.actor])).toEqual([['no-block-while-logging', 0, 'migrator']]);
+    expect(vs[0].message).toMatch(/when logging-on returned, gfn 0\.\.511 was mapped by a writable block/);
+    expect(kvm.mmuLock.owner()).toBe(-1);
   });
 });
 
@@ -268,6 +291,13 @@ describe('lock-held', () => {
     expect(vs.map((v) => v.invariant)).toContain('tlb-coherent');
     expect(kvm.mmuLock.owner()).toBe(host.id);
     kvm.mmuLock.unlock(host);
+
+    // an actor stopped while it waited holds a ticket: no owner, but not free
+    const w0 = Atomics.load(kvm.m, kvm.layout.mmuLock);
+    Atomics.add(kvm.m, kvm.layout.mmuLock, 1 << 16);
+    expect(checkStoppedWorld(kvm, checker).map((v) => v.invariant)).toContain('tlb-coherent'); // returns: no wait for a ticket nobody serves
+    expect(Atomics.load(kvm.m, kvm.layout.mmuLock)).toBe((w0 + (1 << 16)) | 0);
+    expect(mergeLockStats('ticket', [stats.snapshot()]).sites.find((x) => x.site === 'check')?.acquisitions).toBe(2);
   });
 });
 
