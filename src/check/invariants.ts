@@ -146,18 +146,22 @@ export function checkNoBlockWhileLogging(kvm: Kvm): Violation[] {
   for (let s = 0; s < MAX_MEMSLOTS; s++) {
     if (m[slotWord(kvm, s, SLOTW.ACTIVE)] === 0) continue;
     if (Atomics.load(m, slotWord(kvm, s, SLOTW.LOG_STATE)) !== LOG_ON) continue;
-    const base = m[slotWord(kvm, s, SLOTW.BASE_GFN)];
-    const end = base + m[slotWord(kvm, s, SLOTW.NPAGES)];
-    for (let gfn = base & ~511; gfn < end; gfn += 512) {
-      const r = s2Lookup(kvm, gfn);
-      if (r.level === LEVEL_PMD && descWritable(r.desc)) {
-        c.add(`slot ${s} is logging but gfn ${gfn}..${gfn + 511} is mapped by a writable block (${describeDesc(r.desc, LEVEL_PMD)}): writes to it are not logged`, {
-          gfn,
-        });
-      }
-    }
+    forWritableBlocks(kvm, s, (gfn, desc) =>
+      c.add(`slot ${s} is logging but gfn ${gfn}..${gfn + 511} is mapped by a writable block (${describeDesc(desc, LEVEL_PMD)}): writes to it are not logged`, { gfn }),
+    );
   }
   return c.done();
+}
+
+/** Each 2 MiB range of `slot` mapped by a writable block: its first gfn and the block's descriptor. */
+function forWritableBlocks(kvm: Kvm, slot: number, found: (gfn: number, desc: number) => void): void {
+  const m = kvm.m;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const end = base + m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  for (let gfn = base & ~511; gfn < end; gfn += 512) {
+    const r = s2Lookup(kvm, gfn);
+    if (r.level === LEVEL_PMD && descWritable(r.desc)) found(gfn, r.desc);
+  }
 }
 
 /**
@@ -170,19 +174,13 @@ export function checkNoBlockWhileLogging(kvm: Kvm): Violation[] {
  * how many it found.
  */
 export function checkLoggingOnReturned(kvm: Kvm, actor: Actor, slot: number): number {
-  const m = kvm.m;
-  if (Atomics.load(m, slotWord(kvm, slot, SLOTW.LOG_STATE)) !== LOG_ON) return 0;
-  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
-  const end = base + m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  if (Atomics.load(kvm.m, slotWord(kvm, slot, SLOTW.LOG_STATE)) !== LOG_ON) return 0;
   let found = 0;
   kvm.mmuLock.lock(actor, LS.check);
-  for (let gfn = base & ~511; gfn < end; gfn += 512) {
-    const r = s2Lookup(kvm, gfn);
-    if (r.level === LEVEL_PMD && descWritable(r.desc)) {
-      found++;
-      kvm.violation(INV['no-block-while-logging'], actor.id, 1, slot, gfn, r.desc);
-    }
-  }
+  forWritableBlocks(kvm, slot, (gfn, desc) => {
+    found++;
+    kvm.violation(INV['no-block-while-logging'], actor.id, 1, slot, gfn, desc);
+  });
   kvm.mmuLock.unlock(actor);
   return found;
 }

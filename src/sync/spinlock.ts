@@ -172,7 +172,7 @@ abstract class OwnedLock implements SpinLock {
     return stats.acquired(site, contended, bounce);
   }
 
-  /** The lock word was just taken by a try-lock: the owner words and the statistics of an uncontended acquisition. */
+  /** The lock word was just taken without waiting: the owner words and the statistics of an uncontended acquisition. */
   protected taken(actor: Actor, site: number): void {
     const me = actor.id + 1;
     this.m[this.base + W_OWNER] = me;
@@ -266,11 +266,7 @@ export class TicketLock extends OwnedLock {
       this.lockSlow(actor, site, ticket, old);
       return;
     }
-    const me = actor.id + 1;
-    m[this.base + W_OWNER] = me;
-    m[this.base + W_OWNER_SITE] = site;
-    const stats = this.stats;
-    if (stats !== null) this.uncontended(stats, me, site);
+    this.taken(actor, site);
   }
 
   private lockSlow(actor: Actor, site: number, ticket: number, word: number): void {
@@ -321,11 +317,7 @@ export class TasLock extends OwnedLock {
       this.lockSlow(actor, site);
       return;
     }
-    const me = actor.id + 1;
-    m[this.base + W_OWNER] = me;
-    m[this.base + W_OWNER_SITE] = site;
-    const stats = this.stats;
-    if (stats !== null) this.uncontended(stats, me, site);
+    this.taken(actor, site);
   }
 
   private lockSlow(actor: Actor, site: number): void {
