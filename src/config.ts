@@ -5,8 +5,31 @@
  */
 import { PMD_SIZE, PAGE_SIZE, S2_OA_MAX } from './arch/stage2.js';
 
-export const PROFILES = ['v14', 'v15', 'fixed'] as const;
+/**
+ * Profiles by kernel version, oldest first (src/profiles.ts says what each
+ * one is). `v15` and `fixed` are aliases kept for the CLI contract: `v15` is
+ * the 4.7 code (the merged series with break-before-make), `fixed` the newest
+ * profile of this line.
+ */
+export const KERNEL_PROFILES = ['v14', '4.0', '4.5', '4.6', '4.7', '4.12', '4.19', '5.1'] as const;
+export type KernelProfile = (typeof KERNEL_PROFILES)[number];
+export const PROFILE_ALIASES = { v15: '4.7', fixed: '5.1' } as const satisfies Record<string, KernelProfile>;
+export const PROFILES = [...KERNEL_PROFILES, 'v15', 'fixed'] as const;
 export type ProfileName = (typeof PROFILES)[number];
+
+/** The kernel profile a name stands for (an alias resolved). */
+export function canonicalProfile(p: ProfileName): KernelProfile {
+  return (PROFILE_ALIASES as Record<string, KernelProfile>)[p] ?? (p as KernelProfile);
+}
+
+/**
+ * TLB invalidation semantics of the architecture a profile ran on:
+ * `armv7` (a by-IPA stage-2 flush is TLBIALLIS, the whole VMID), `arm64`
+ * (TLBI IPAS2E1IS for stage-2 entries by IPA, then VMALLE1IS for every
+ * combined stage-1+2 entry of the VMID).
+ */
+export const ARCHS = ['armv7', 'arm64'] as const;
+export type Arch = (typeof ARCHS)[number];
 
 export const BACKINGS = ['anon', 'thp', 'hugetlb', 'mixed'] as const;
 export type Backing = (typeof BACKINGS)[number];
@@ -37,6 +60,8 @@ export interface ModelConfig {
   guestMem: number;
   backing: Backing;
   profile: ProfileName;
+  /** TLB semantics; absent = the architecture the profile ran on (src/profiles.ts). */
+  arch?: Arch;
   /** Names of injected defects (the bug zoo). */
   bugs: string[];
   lock: LockKind;
@@ -112,6 +137,9 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
   }
   if (!(PROFILES as readonly string[]).includes(c.profile)) {
     throw new ConfigError('--profile', `--profile must be one of ${PROFILES.join('|')}, got '${c.profile}'`);
+  }
+  if (c.arch !== undefined && !(ARCHS as readonly string[]).includes(c.arch)) {
+    throw new ConfigError('--arch', `--arch must be one of ${ARCHS.join('|')}, got '${c.arch}'`);
   }
   if (!(LOCK_KINDS as readonly string[]).includes(c.lock)) {
     throw new ConfigError('--lock', `--lock must be one of ${LOCK_KINDS.join('|')}, got '${c.lock}'`);

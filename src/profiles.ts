@@ -1,14 +1,53 @@
 /**
- * The three profiles of the protocol (KERNEL-FACTS.md section 1) and the bug
- * zoo (DESIGN.md section 6). A profile and a set of bugs resolve to one
- * `Protocol`: plain booleans, each read at the one place in the protocol code
- * where it acts (grep for its name).
+ * The profiles of the protocol, by kernel version, and the bug zoo. A
+ * profile and a set of bugs resolve to one `Protocol`: plain booleans, each
+ * read at the one place in the protocol code where it acts (grep for its
+ * name). A profile is a point on the kernel's timeline: every switch below
+ * is derived from the version, so a later profile has every earlier fix.
  */
 import type { InvariantName } from './check/names.js';
-import type { ProfileName } from './config.js';
+import { type Arch, type KernelProfile, type ProfileName, canonicalProfile } from './config.js';
+
+export interface KernelInfo {
+  /** major * 100 + minor; v14 (posted Nov 2014, before the 4.0 merge) is 3.18's cycle. */
+  version: number;
+  /** The architecture whose TLB semantics the profile runs with by default. */
+  arch: Arch;
+  /** What the code of this version is. */
+  description: string;
+}
+
+export const KERNEL_INFO: Readonly<Record<KernelProfile, KernelInfo>> = {
+  v14: {
+    version: 318,
+    arch: 'armv7',
+    description: 'the seed patch as posted (Nov 2014; ARMv7 only: kvm_get_logging_state() is false on arm64): read faults map writable without marking dirty',
+  },
+  '4.0': { version: 400, arch: 'arm64', description: 'as merged (Linux 4.0): memslot_is_logging(), read faults map read-only while logging; a changed entry is written, then flushed' },
+  '4.5': { version: 405, arch: 'arm64', description: 'THP refcounting rework: the host can map a compound THP by PTEs; transparent_hugepage_adjust() tests PageTransCompound' },
+  '4.6': { version: 406, arch: 'arm64', description: '127393fbe597: a stage-2 block only over a THP the host maps by a PMD (PageTransCompoundMap)' },
+  '4.7': { version: 407, arch: 'arm64', description: 'break-before-make on stage-2 entries (clear, flush, write); `v15` names this code (4.7 to 4.18)' },
+  '4.12': { version: 412, arch: 'arm64', description: '0c428a6a9256: a walk that dropped mmu_lock re-checks that the stage-2 tables still exist' },
+  '4.19': { version: 419, arch: 'arm64', description: 'skip updating a PMD/PTE whose value does not change (refault storms)' },
+  '5.1': { version: 501, arch: 'arm64', description: 'a block over a PMD that holds a PTE table first unmaps the 2 MiB range, then retries; `fixed` names this code' },
+};
 
 export interface Protocol {
   profile: ProfileName;
+  /** The kernel profile `profile` stands for (aliases resolved). */
+  kernel: KernelProfile;
+  /** KERNEL_INFO[kernel].version. */
+  version: number;
+  /** TLB semantics in force: the profile's architecture unless the run asked for another. */
+  arch: Arch;
+  /** Linux 4.7: clear an entry, flush, then write the new value; before, write then flush. */
+  breakBeforeMake: boolean;
+  /** Linux 4.5: the host may map a compound THP by PTEs (partial zap, mprotect, partial split). */
+  thpPteMappedCompound: boolean;
+  /** Linux 4.6 (127393fbe597): THP adjust maps a block only over a THP mapped by a host PMD. */
+  thpAdjustNeedsPmdMap: boolean;
+  /** Linux 4.12 (0c428a6a9256): after cond_resched_lock() a walk re-checks that kvm->arch.pgd exists. */
+  walkRechecksPgd: boolean;
   /**
    * v14: `kvm_get_logging_state()` is `!!memslot->dirty_bitmap`; the page is
    * mapped writable whenever the host mapping is (even on a read fault);
@@ -181,17 +220,27 @@ export const BUGS: readonly BugInfo[] = [
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
 
 export const PROFILE_INFO: Readonly<Record<ProfileName, string>> = {
-  v14: 'the seed patch exactly as posted (Nov 2014): read faults map writable without marking dirty; block over PTE table after cancel',
-  v15: 'as merged (early 2015) through Linux 4.x: memslot_is_logging(), read faults map read-only while logging; block over PTE table after cancel',
-  fixed: 'v15 plus the later upstream fixes (5.1 unmap-before-block, 4.19 skip unchanged entries): no known defects',
-};
+  ...Object.fromEntries(Object.entries(KERNEL_INFO).map(([k, i]) => [k, i.description])),
+  v15: `alias of 4.7: ${KERNEL_INFO['4.7'].description}`,
+  fixed: `alias of 5.1, the newest profile of this line: ${KERNEL_INFO['5.1'].description}`,
+} as Record<ProfileName, string>;
 
-export function resolveProtocol(profile: ProfileName, bugs: readonly string[]): Protocol {
+export function resolveProtocol(profile: ProfileName, bugs: readonly string[], arch?: Arch): Protocol {
+  const kernel = canonicalProfile(profile);
+  const info = KERNEL_INFO[kernel];
+  const v = info.version;
   const p: Protocol = {
     profile,
-    v14: profile === 'v14',
-    fixUnmapTableBeforeBlock: profile === 'fixed',
-    fixSkipSameEntry: profile === 'fixed',
+    kernel,
+    version: v,
+    arch: arch ?? info.arch,
+    breakBeforeMake: v >= 407,
+    thpPteMappedCompound: v >= 405,
+    thpAdjustNeedsPmdMap: v >= 406,
+    walkRechecksPgd: v >= 412,
+    v14: kernel === 'v14',
+    fixUnmapTableBeforeBlock: v >= 501,
+    fixSkipSameEntry: v >= 419,
     noTlbiOnDissolve: false,
     noMarkDirty: false,
     thpWhileLogging: false,

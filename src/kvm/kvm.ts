@@ -37,7 +37,7 @@ export class Kvm {
     }
     this.m = new Int32Array(sab, 0, this.layout.words);
     this.f64 = new Float64Array(sab, this.layout.countersF64 * 8, this.layout.nActors * N_COUNTERS);
-    this.proto = resolveProtocol(cfg.profile, cfg.bugs);
+    this.proto = resolveProtocol(cfg.profile, cfg.bugs, cfg.arch);
     const L = this.layout;
     this.mmuLock = cfg.lock === 'tas' ? new TasLock(this.m, L.mmuLock, lockStats) : new TicketLock(this.m, L.mmuLock, lockStats);
     this.zoneLock = new TicketLock(this.m, L.zoneLock);

@@ -3,9 +3,8 @@
  * checkLockUnderScenario(). Needs `npm run build` (workers load dist/).
  */
 import { beforeAll, describe, it } from 'vitest';
-import { PROFILES } from '../../src/config.js';
 import { SCENARIOS } from '../../stress/scenarios.js';
-import { checkLockUnderScenario, requireBuild } from './support.js';
+import { LOCK_TEST_PROFILES as PROFILES, checkLockUnderScenario, requireBuild } from './support.js';
 
 const SEED = 8;
 

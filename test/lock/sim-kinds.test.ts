@@ -8,11 +8,11 @@
  * model (v14 and v15 have known defects). Needs `npm run build`.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LOCK_KINDS, PROFILES } from '../../src/config.js';
+import { LOCK_KINDS } from '../../src/config.js';
 import { SCENARIOS } from '../../stress/scenarios.js';
 import { defaultOptions } from '../../stress/options.js';
 import { runSim } from '../../stress/simrun.js';
-import { expectLockCorrect, requireBuild } from './support.js';
+import { LOCK_TEST_PROFILES as PROFILES, expectLockCorrect, requireBuild } from './support.js';
 
 const SEED = 21;
 

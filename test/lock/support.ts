@@ -11,6 +11,13 @@ import type { Report } from '../../stress/report.js';
 const WORKER = new URL('./worker.mjs', import.meta.url);
 
 /** Shared words used by worker.mjs (after the lock block at 0..7). */
+/**
+ * The profiles the lock tests run under: the lock's correctness does not
+ * depend on the protocol version, so one of each kind of entry update is
+ * enough (v14, 4.0's write-then-flush, the newest).
+ */
+export const LOCK_TEST_PROFILES: readonly ProfileName[] = ['v14', '4.0', 'fixed'];
+
 export const W = { BARRIER: 8, INSIDE: 9, OVERLAPS: 10, COUNTER: 11, LOG_LEN: 12, GO: 16, LOG: 64 } as const;
 export const SHARED_WORDS = 256;
 

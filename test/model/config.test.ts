@@ -80,7 +80,8 @@ describe('configuration errors', () => {
   it('an unknown backing, profile, lock or bug, or a bad TLB size or lock sampling, is refused on its own setting, naming what is accepted', () => {
     const cases: Array<[Partial<ModelConfig>, string, RegExp]> = [
       [{ backing: 'shmem' as ModelConfig['backing'] }, '--backing', /anon\|thp\|hugetlb\|mixed/],
-      [{ profile: 'v16' as ModelConfig['profile'] }, '--profile', /v14\|v15\|fixed/],
+      [{ profile: 'v16' as ModelConfig['profile'] }, '--profile', /v14\|4\.0\|.*\|v15\|fixed/],
+      [{ arch: 'armv8' as ModelConfig['arch'] }, '--arch', /armv7\|arm64/],
       [{ lock: 'mcs' as ModelConfig['lock'] }, '--lock', /ticket\|tas/],
       [{ bugs: ['no-such-bug'] }, '--bug', /no-tlbi-on-dissolve/],
       [{ tlbPageSlots: 100 }, 'tlbPageSlots', /power of two/],
