@@ -129,6 +129,22 @@ export function writeJsonAtomic(path: string, value: unknown): void {
   }
 }
 
+/**
+ * How the live status is shown, from the stream it is written to (stderr):
+ * a terminal gets one line redrawn about twice a second; a log (CI set, a
+ * pipe, a file) a plain line every 5 s.
+ */
+export function statusStyle(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): { redraw: boolean; everyMs: number } {
+  const redraw = stream.isTTY === true && !env.CI;
+  return { redraw, everyMs: redraw ? 500 : 5000 };
+}
+
+/** The status line redrawn in place, cut to the terminal's width (one column spare: no wrap). */
+export function redrawnStatus(line: string, columns: number | undefined): string {
+  const cols = columns && columns > 1 ? columns - 1 : 79;
+  return `\r${line.slice(0, cols)}\x1b[K`;
+}
+
 /** The signals that end a run cleanly with a partial report. */
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
@@ -163,21 +179,18 @@ async function runReportAndEmit(o: RunOptions, io: Out, after?: (r: Report) => n
   }
   try {
     const stream = process.stderr;
-    const tty = stream.isTTY === true && !process.env.CI;
+    const style = statusStyle(stream, process.env);
     let statusShown = false;
     const runner = o.mode === 'sim' ? runSim : runThreads;
     const report = await runner(o, {
       signal: ac.signal,
-      // A terminal gets a line redrawn about twice a second; a log (CI, a
-      // pipe, a file) a plain line every 5 s.
-      statusEveryMs: tty ? 500 : 5000,
+      statusEveryMs: style.everyMs,
       onStart: o.quiet ? undefined : (line) => io.err(line),
       onStatus: o.quiet
         ? undefined
         : (line) => {
-            if (tty) {
-              const cols = stream.columns && stream.columns > 1 ? stream.columns - 1 : 79;
-              stream.write(`\r${line.slice(0, cols)}\x1b[K`);
+            if (style.redraw) {
+              stream.write(redrawnStatus(line, stream.columns));
               statusShown = true;
             } else io.err(line);
           },

@@ -174,8 +174,8 @@ async function waitBooted(run: Launched, signal: AbortSignal | undefined): Promi
 
 /** What a scenario's migrator must have completed for the run to count as having done its work. */
 export interface MigrationWork {
-  /** In words: "one migration completed or cancelled". */
-  what: string;
+  /** What is missing when none was done, in words: "no migration completed or cancelled". */
+  none: string;
   done(kvm: Kvm): number;
 }
 
@@ -184,9 +184,9 @@ const HARVEST_LOOP_SCENARIOS = new Set(['fault-storm']);
 
 export function migrationWorkOf(s: ScenarioSpec): MigrationWork | null {
   if (s.migrator === 'idle') return null;
-  if (s.migrator === 'selftest') return { what: 'a dirty_log_test round', done: (kvm) => kvm.counter(CNT.selftestRounds) };
-  if (HARVEST_LOOP_SCENARIOS.has(s.name)) return { what: 'a dirty-log harvest round', done: (kvm) => kvm.counter(CNT.rounds) };
-  return { what: 'a migration completed or cancelled', done: (kvm) => kvm.counter(CNT.migrations) + kvm.counter(CNT.cancels) };
+  if (s.migrator === 'selftest') return { none: 'no dirty_log_test round', done: (kvm) => kvm.counter(CNT.selftestRounds) };
+  if (HARVEST_LOOP_SCENARIOS.has(s.name)) return { none: 'no dirty-log harvest round', done: (kvm) => kvm.counter(CNT.rounds) };
+  return { none: 'no migration completed or cancelled', done: (kvm) => kvm.counter(CNT.migrations) + kvm.counter(CNT.cancels) };
 }
 
 /** Null when the run did its work (some guest accesses, and the scenario's migration work); else what it did not do. */
@@ -195,7 +195,7 @@ export function missingWork(kvm: Kvm, o: RunOptions): string | null {
   if (acc === 0) return 'no guest access';
   const scenario = findScenario(o.scenario);
   const mw = scenario ? migrationWorkOf(scenario) : null;
-  if (mw && mw.done(kvm) === 0) return `not ${mw.what} (scenario ${o.scenario}; ${acc} guest accesses)`;
+  if (mw && mw.done(kvm) === 0) return `${mw.none} (scenario ${o.scenario}; ${acc} guest accesses)`;
   return null;
 }
 
