@@ -359,10 +359,10 @@ export const EXIT_BACKSTOP_MS = 5000;
  * native code (NodePlatform::DrainTasks or the platform's shutdown joining
  * a V8 compile task that waits for a main-thread GC): no timer of this
  * process can fire then. A detached shell watches us; if we are still its
- * parent after `ms`, it says so on our stderr and kills us (exit status
+ * parent after `ms`, it says so on stderr and kills us (exit status
  * 137: the verdict above it stands). It exits as soon as we are gone.
  */
-function armExitGuard(code: number, ms: number): void {
+export function armExitGuard(code: number, ms: number): void {
   if (process.platform !== 'linux' || !existsSync('/proc/self/stat')) return;
   const pid = process.pid;
   const ticks = Math.ceil(ms / 100);
@@ -375,11 +375,13 @@ function armExitGuard(code: number, ms: number): void {
     '  sleep 0.1',
     '  i=$((i+1))',
     'done',
-    `echo '${msg}' > /proc/${pid}/fd/2 2>/dev/null`,
+    `echo '${msg}' >&2`,
     `kill -9 ${pid}`,
   ].join('\n');
   try {
-    spawn('/bin/sh', ['-c', script], { detached: true, stdio: 'ignore' }).unref();
+    // It shares our stderr, for the message: a reader waiting for the end of
+    // it waits at most one more tick (0.1 s) after we are gone.
+    spawn('/bin/sh', ['-c', script], { detached: true, stdio: ['ignore', 'ignore', 'inherit'] }).unref();
   } catch {
     // no shell: the in-process backstop is all there is
   }

@@ -286,6 +286,17 @@ describe('runs', () => {
     expect(missingWork(kvm, { ...defaultOptions(), scenario: 'mixed' })).toBe('no guest access');
   });
 
+  it('the exit backstop ends a process whose main thread is stuck after its verdict, and says so', () => {
+    // The main thread blocks for good (as in Node's exit deadlock): no timer of its own can fire.
+    const script = `import(${JSON.stringify(CLI)}).then((m) => { m.armExitGuard(7, 1000); console.error('armed'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); })`;
+    const t0 = Date.now();
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toMatch(/armed/);
+    expect(r.signal, r.stderr).toBe('SIGKILL');
+    expect(r.stderr).toMatch(/s2stress: the process did not exit within 1 s of its verdict \(a Node\.js exit deadlock\); killed; its exit code was 7/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  });
+
   it('.gitignore ignores no tracked file', () => {
     if (!existsSync(join(ROOT, '.git'))) return;
     const out = execFileSync('git', ['ls-files', '-ci', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' });
