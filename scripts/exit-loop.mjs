@@ -81,10 +81,14 @@ function runSpec(r, i, dir) {
   return { args: a, json, budgetMs: durationMs + ALLOWANCE_MS };
 }
 
+/** Children alive now: stopped if this script is interrupted. */
+const live = new Set();
+
 function runOne(spec) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, [CLI, ...spec.args], { env: { ...process.env, CI: 'true' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    live.add(child);
     let out = '';
     let err = '';
     let verdictAt = -1;
@@ -96,6 +100,7 @@ function runOne(spec) {
     // Never wait for ever: far past the budget the run is killed (and fails).
     const killer = setTimeout(() => child.kill('SIGKILL'), spec.budgetMs + SLACK_MS + 60_000);
     child.on('exit', (code, signal) => {
+      live.delete(child);
       clearTimeout(killer);
       const wall = performance.now() - t0;
       resolve({ spec, code, signal, wall, exitLatency: verdictAt >= 0 ? performance.now() - verdictAt : null, out, err });
@@ -110,7 +115,12 @@ function backgroundLoad() {
   const startOne = () => {
     if (stopped) return;
     child = spawn(process.execPath, [CLI, 'run', '--duration', '10m', '--vcpus', '2', '--guest-mem', '64M', '--seed', '99', '--quiet'], { stdio: 'ignore', env: { ...process.env, CI: 'true' } });
-    child.on('exit', () => startOne());
+    live.add(child);
+    const me = child;
+    child.on('exit', () => {
+      live.delete(me);
+      startOne();
+    });
   };
   startOne();
   return () => {
@@ -121,6 +131,13 @@ function backgroundLoad() {
 
 async function main() {
   const o = args();
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      for (const c of live) c.kill('SIGKILL');
+      console.log(`exit-loop: ${sig}: stopped`);
+      process.exit(130);
+    });
+  }
   if (!existsSync(CLI)) {
     console.error(`exit-loop: ${CLI} is missing: run \`npm run build\` first`);
     process.exit(2);
