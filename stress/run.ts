@@ -149,18 +149,18 @@ function openGate(run: Launched): void {
   Atomics.notify(run.gate, 1);
 }
 
-/** Longest wait for the workers to boot before the run counts as a harness failure. */
+/** Longest wait for the workers to boot before the run counts as a harness failure (or the watchdog period, if longer). */
 export const BOOT_TIMEOUT_MS = 120_000;
 
 /**
  * Wait until every actor's worker has booted and waits at the start gate.
  * Returns null, or why not (a worker failed, the run was aborted, timeout).
  */
-async function waitBooted(run: Launched, signal: AbortSignal | undefined): Promise<'aborted' | 'failed' | 'timeout' | null> {
+async function waitBooted(run: Launched, signal: AbortSignal | undefined, timeoutMs: number): Promise<'aborted' | 'failed' | 'timeout' | null> {
   const g = run.gate;
   if (!g) return null;
   const n = run.specs.length;
-  const limit = performance.now() + BOOT_TIMEOUT_MS;
+  const limit = performance.now() + timeoutMs;
   for (;;) {
     const booted = Atomics.load(g, 0);
     if (booted >= n) return null;
@@ -393,8 +393,9 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   const violations: Violation[] = [];
   let bootError: string | null = null;
   // The run clock and the watchdog start when every actor is running.
-  const boot = await waitBooted(run, hooks.signal);
-  if (boot === 'timeout') bootError = `the workers did not start within ${BOOT_TIMEOUT_MS / 1000} s (${Atomics.load(run.gate!, 0)} of ${run.specs.length} booted)`;
+  const bootTimeoutMs = Math.max(BOOT_TIMEOUT_MS, o.watchdogMs);
+  const boot = await waitBooted(run, hooks.signal, bootTimeoutMs);
+  if (boot === 'timeout') bootError = `the workers did not start within ${bootTimeoutMs / 1000} s (${Atomics.load(run.gate!, 0)} of ${run.specs.length} booted)`;
   const start = performance.now();
   const startupMs = start - launchedAt;
   if (boot === null) {
