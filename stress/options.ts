@@ -1,9 +1,13 @@
 /**
- * The run configuration: CLI flags (DESIGN.md section 5) parsed, validated
- * and resolved into one object that is written into every report and is
- * enough to replay the run.
+ * The run configuration: CLI flags parsed, validated and resolved into one
+ * object that is written into every report and is enough to replay the run.
+ *
+ * One validation serves `run` and `replay`: a report's configuration is
+ * turned back into the flags that made it (runArgsOf) and parsed by
+ * parseRunArgs, so a report is accepted exactly when the command line it
+ * stands for would be.
  */
-import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -32,6 +36,10 @@ export interface RunOptions {
   seed: number;
   json: string | null;
   quiet: boolean;
+  /** Print a crashed worker's stack (it is in the report's `error` either way). */
+  verbose?: boolean;
+  /** Print every lock_stat column (the default table fits 120 columns). */
+  wide?: boolean;
   /** Quiescence check period (ms), threads mode. */
   checkEveryMs: number;
   /** Quiescence check period in scheduling steps, sim mode (0 = scaled with the guest). */
@@ -44,11 +52,29 @@ export interface RunOptions {
   lockHoldSample: number;
   /** Testing aid: make this actor's worker throw (e.g. vcpu1, hostmm, migrator). */
   crashActor: string | null;
+  /**
+   * Sim mode: end the run at the first end-of-run check at or after this
+   * scheduling step, as an interrupted run did (replay of an interrupted run).
+   */
+  stopStep?: number | null;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
 /** Length of a sim run when --ops is not given (guest accesses, all vCPUs). */
 export const DEFAULT_SIM_OPS = 100_000;
+/**
+ * --watchdog bounds. Below 100 ms an ordinary hiccup (a garbage collection,
+ * a thread descheduled for a few time slices on a busy machine; the
+ * orchestrator polls every 10 ms) reads as a stall: false `progress`
+ * violations. Above an hour nobody is waiting for the verdict, and the
+ * shutdown wait (which is at least the watchdog) stays bounded.
+ */
+export const WATCHDOG_MIN_MS = 100;
+export const WATCHDOG_MAX_MS = 3_600_000;
+/** --check-every bounds: up to an hour (a longer period is no check at all; the final check always runs). */
+export const CHECK_EVERY_MAX_MS = 3_600_000;
+export const MAX_OPS = 1e12;
+export const MAX_SEED = 0xffffffff;
 
 export function defaultOptions(): RunOptions {
   return {
@@ -69,12 +95,15 @@ export function defaultOptions(): RunOptions {
     seed: 0,
     json: null,
     quiet: false,
+    verbose: false,
+    wide: false,
     checkEveryMs: 1000,
     checkEverySteps: 0,
     watchdogMs: 15_000,
     lockStats: true,
     lockHoldSample: 256,
     crashActor: null,
+    stopStep: null,
   };
 }
 
@@ -85,44 +114,96 @@ function oneOf<T extends string>(flag: string, value: string, allowed: readonly 
   return value as T;
 }
 
-/** Flags that take a value, and the boolean ones. */
-const VALUE_FLAGS = new Set([
-  '--scenario',
-  '--profile',
-  '--bug',
-  '--mode',
-  '--sched',
-  '--pct-depth',
-  '--chaos',
-  '--vcpus',
-  '--guest-mem',
-  '--backing',
-  '--write-pct',
-  '--lock',
-  '--duration',
-  '--ops',
-  '--seed',
-  '--json',
-  '--check-every',
-  '--check-steps',
-  '--watchdog',
-  '--crash-actor',
-  '--lock-hold-sample',
-]);
-const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats']);
+/** Where a flag applies. */
+type Applies = 'both' | Mode;
+
+interface FlagSpec {
+  /** Takes a value (else a switch). */
+  value: boolean;
+  applies: Applies;
+  /** Changes what is printed or written, not the run (the only flags `replay` takes besides the report). */
+  display?: boolean;
+}
+
+/** Every `run` flag. */
+export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
+  '--scenario': { value: true, applies: 'both' },
+  '--profile': { value: true, applies: 'both' },
+  '--bug': { value: true, applies: 'both' },
+  '--mode': { value: true, applies: 'both' },
+  '--sched': { value: true, applies: 'sim' },
+  '--pct-depth': { value: true, applies: 'sim' },
+  '--chaos': { value: true, applies: 'threads' },
+  '--vcpus': { value: true, applies: 'both' },
+  '--guest-mem': { value: true, applies: 'both' },
+  '--backing': { value: true, applies: 'both' },
+  '--write-pct': { value: true, applies: 'both' },
+  '--lock': { value: true, applies: 'both' },
+  '--duration': { value: true, applies: 'threads' },
+  '--ops': { value: true, applies: 'both' },
+  '--seed': { value: true, applies: 'both' },
+  '--json': { value: true, applies: 'both', display: true },
+  '--quiet': { value: false, applies: 'both', display: true },
+  '--verbose': { value: false, applies: 'both', display: true },
+  '--wide': { value: false, applies: 'both', display: true },
+  '--check-every': { value: true, applies: 'threads' },
+  '--check-steps': { value: true, applies: 'sim' },
+  '--watchdog': { value: true, applies: 'threads' },
+  '--no-lock-stats': { value: false, applies: 'both' },
+  '--lock-hold-sample': { value: true, applies: 'both' },
+  '--crash-actor': { value: true, applies: 'both' },
+  '--stop-step': { value: true, applies: 'sim' },
+};
+
+/** Flags that may be given more than once. */
+const REPEATABLE = new Set(['--bug']);
 
 export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15|fixed] [--bug NAME]...
-             [--mode threads|sim] [--sched random|pct] [--pct-depth D] [--chaos P]
-             [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
+             [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
-             [--json FILE] [--quiet] [--check-every TIME] [--watchdog TIME] [--no-lock-stats]
-             [--lock-hold-sample N]`;
+             [--json FILE] [--quiet] [--verbose] [--wide]
+             [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR]
+    threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
+    sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
+
+/** What each run flag accepts (s2stress run --help). */
+export const RUN_FLAGS_DETAIL = `  --scenario NAME        ${SCENARIOS.map((s) => s.name).join('|')} (default mixed; s2stress list scenarios)
+  --profile NAME         ${PROFILES.join('|')} (default fixed)
+  --bug NAME             inject a defect (repeatable; s2stress list bugs)
+  --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)
+  --vcpus N              ${MIN_VCPUS} to ${MAX_VCPUS} (default 4)
+  --guest-mem SIZE       2M to 16G, a multiple of 2M (default 1G)
+  --backing KIND         ${BACKINGS.join('|')} (default thp)
+  --write-pct P          share of guest writes, 0 to 100 (default 50)
+  --lock KIND            ${LOCK_KINDS.join('|')} (default ticket)
+  --duration TIME        threads mode: 1ms to 168h (default 20s); a run goes on past it until it has
+                         done some guest accesses and, with migrations, one migration or cancel,
+                         for at most --watchdog more
+  --ops N                guest accesses of all vCPUs together, 1 to ${MAX_OPS} (sim default ${DEFAULT_SIM_OPS})
+  --seed N               0 to ${MAX_SEED} (default: drawn, and printed in the rerun line)
+  --json FILE            write the JSON report there (checked writable at start, written atomically)
+  --quiet                one line at the end; no live status
+  --verbose              also print a crashed worker's stack
+  --wide                 every lock_stat column (the default table fits 120 columns)
+  --no-lock-stats        keep no lock statistics
+  --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
+  --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
+  --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
+  --check-every TIME     threads: stop-the-world check period, 1ms to 1h (default 1s)
+  --watchdog TIME        threads: a stall this long is a progress violation, ${formatDuration(WATCHDOG_MIN_MS)} to ${formatDuration(WATCHDOG_MAX_MS)} (default 15s)
+  --sched KIND           sim: random (default) | pct
+  --pct-depth D          sim, with --sched pct: PCT depth, 1 to 16 (default 3)
+  --check-steps N        sim: stop-the-world check period in scheduling steps, 100 to 1000000000000
+  --stop-step N          sim: end as an interrupted run did, at its end-of-run check at or after step N`;
+
+export const EXIT_CODES_HELP = `exit codes: 0 passed; 1 an invariant was violated; 2 bad usage or configuration;
+  3 the harness failed or the run did no work (no guest access, or no migration in a scenario with migrations);
+  129, 130, 143 interrupted by SIGHUP, SIGINT, SIGTERM (1 if a violation was found before)`;
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
   const o: RunOptions = { ...base, bugs: [...base.bugs] };
-  let seedGiven = false;
-  let durationGiven = false;
+  const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value: string | undefined;
@@ -131,17 +212,25 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       value = arg.slice(eq + 1);
       arg = arg.slice(0, eq);
     }
-    if (BOOL_FLAGS.has(arg)) {
+    const spec = RUN_FLAGS[arg];
+    if (!spec) {
+      throw new ConfigError(arg, `unknown ${arg.startsWith('-') ? 'flag' : 'argument'} '${arg}' for run; accepted:\n${RUN_FLAGS_HELP}`);
+    }
+    if (given.has(arg) && !REPEATABLE.has(arg)) throw new ConfigError(arg, `${arg} is given more than once (only --bug may be repeated)`);
+    given.add(arg);
+    if (!spec.value) {
+      if (value !== undefined) throw new ConfigError(arg, `${arg} is a switch and takes no value, got '${arg}=${value}'`);
       if (arg === '--quiet') o.quiet = true;
+      if (arg === '--verbose') o.verbose = true;
+      if (arg === '--wide') o.wide = true;
       if (arg === '--no-lock-stats') o.lockStats = false;
       continue;
     }
-    if (!VALUE_FLAGS.has(arg)) {
-      throw new ConfigError(arg, `unknown flag '${arg}' for run; accepted:\n${RUN_FLAGS_HELP}`);
-    }
     if (value === undefined) {
-      value = argv[++i];
-      if (value === undefined) throw new ConfigError(arg, `${arg} needs a value`);
+      value = argv[i + 1];
+      // `--json --quiet`: the next flag is not a value.
+      if (value === undefined || value.startsWith('--')) throw new ConfigError(arg, `${arg} needs a value${value === undefined ? '' : `, got the flag '${value}'`}`);
+      i++;
     }
     switch (arg) {
       case '--scenario':
@@ -168,7 +257,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         o.chaos = parseFloatFlag(arg, value, 0, 1);
         break;
       case '--vcpus':
-        o.vcpus = parseIntFlag(arg, value, -1e9, 1e9);
+        o.vcpus = parseIntFlag(arg, value, MIN_VCPUS, MAX_VCPUS);
         break;
       case '--guest-mem':
         o.guestMem = parseSize(arg, value);
@@ -185,46 +274,69 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--duration':
         o.durationMs = parseDuration(arg, value);
         o.ops = null;
-        durationGiven = true;
         break;
       case '--ops':
-        o.ops = parseIntFlag(arg, value, 1, Number.MAX_SAFE_INTEGER);
+        o.ops = parseIntFlag(arg, value, 1, MAX_OPS);
         o.durationMs = null;
         break;
       case '--seed':
-        o.seed = parseIntFlag(arg, value, 0, 0xffffffff);
-        seedGiven = true;
+        o.seed = parseIntFlag(arg, value, 0, MAX_SEED);
         break;
       case '--json':
         o.json = value;
         break;
       case '--check-every':
-        o.checkEveryMs = parseDuration(arg, value);
+        o.checkEveryMs = parseDuration(arg, value, 1, CHECK_EVERY_MAX_MS);
         break;
       case '--check-steps':
         o.checkEverySteps = parseIntFlag(arg, value, 100, 1e12);
         break;
       case '--watchdog':
-        o.watchdogMs = parseDuration(arg, value);
+        o.watchdogMs = parseDuration(arg, value, WATCHDOG_MIN_MS, WATCHDOG_MAX_MS);
         break;
       case '--lock-hold-sample':
         o.lockHoldSample = parseIntFlag(arg, value, 1, 65536);
         break;
       case '--crash-actor':
-        if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN, hostmm or migrator, got '${value}'`);
+        if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN (N below --vcpus), hostmm or migrator, got '${value}'`);
         o.crashActor = value;
+        break;
+      case '--stop-step':
+        o.stopStep = parseIntFlag(arg, value, 1, 1e15);
         break;
     }
   }
-  if (o.mode === 'sim') {
-    if (durationGiven) {
-      throw new ConfigError('--duration', '--duration does not apply to --mode sim: a sim run is measured in guest accesses so that it replays exactly; use --ops N');
+  // Checks across flags, whatever their order.
+  if (given.has('--duration') && given.has('--ops')) {
+    throw new ConfigError('--duration', '--duration and --ops are two ways to say how long the run is: give one of them');
+  }
+  for (const flag of given) {
+    const applies = RUN_FLAGS[flag].applies;
+    if (applies !== 'both' && applies !== o.mode) {
+      const why = flag === '--duration' ? ': a sim run is measured in guest accesses so that it replays exactly; use --ops N' : '';
+      throw new ConfigError(flag, `${flag} does not apply to --mode ${o.mode} (it is a ${applies}-mode flag)${why}`);
     }
+  }
+  if (given.has('--pct-depth') && o.sched !== 'pct') {
+    throw new ConfigError('--pct-depth', `--pct-depth applies to --sched pct only, got --sched ${o.sched}`);
+  }
+  if (given.has('--lock-hold-sample') && !o.lockStats) {
+    throw new ConfigError('--lock-hold-sample', '--lock-hold-sample does not apply with --no-lock-stats (no hold is timed)');
+  }
+  if (o.crashActor !== null) {
+    const v = /^vcpu(\d+)$/.exec(o.crashActor);
+    if (v && Number(v[1]) >= o.vcpus) {
+      throw new ConfigError('--crash-actor', `--crash-actor ${o.crashActor} names no actor of this run: the vCPUs are vcpu0 to vcpu${o.vcpus - 1}; or hostmm, migrator`);
+    }
+  }
+  if (o.mode === 'sim') {
     if (o.ops === null) o.ops = DEFAULT_SIM_OPS;
     o.durationMs = null;
+  } else {
+    o.stopStep = null;
   }
   if (o.durationMs === null && o.ops === null) o.durationMs = DEFAULT_DURATION_MS;
-  if (!seedGiven && base.seed === 0) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
+  if (!given.has('--seed') && base.seed === 0) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
   validateModelConfig(toModelConfig(o), BUG_NAMES);
   return o;
 }
@@ -243,26 +355,133 @@ export function toModelConfig(o: RunOptions): ModelConfig {
   };
 }
 
+/**
+ * The flags that make this run, every one that changes it and none that does
+ * not apply: the identity of the run always, tuning flags when they differ
+ * from their default. `pretty` writes sizes and durations with units (the
+ * rerun line); otherwise in bytes and ms (exact, for replay).
+ */
+export function runArgsOf(o: RunOptions, pretty = true): string[] {
+  const d = defaultOptions();
+  const ms = (n: number): string => (pretty ? formatDuration(n) : `${n}ms`);
+  const a: string[] = ['--scenario', o.scenario, '--profile', o.profile];
+  for (const b of o.bugs) a.push('--bug', b);
+  a.push('--mode', o.mode);
+  // Flags that do not apply to the mode are written only when they differ
+  // from their default, so that validation names them.
+  if (o.mode === 'sim' || o.sched !== d.sched) a.push('--sched', o.sched);
+  if (o.sched === 'pct' ? o.mode === 'sim' : o.pctDepth !== d.pctDepth) a.push('--pct-depth', String(o.pctDepth));
+  if (o.chaos !== d.chaos) a.push('--chaos', String(o.chaos));
+  a.push(
+    '--vcpus', String(o.vcpus),
+    '--guest-mem', pretty ? formatBytes(o.guestMem) : String(o.guestMem),
+    '--backing', o.backing,
+    '--write-pct', String(o.writePct),
+    '--lock', o.lock,
+  );
+  if (o.ops !== null) a.push('--ops', String(o.ops));
+  if (o.durationMs !== null) a.push('--duration', ms(o.durationMs));
+  if (o.checkEveryMs !== d.checkEveryMs) a.push('--check-every', ms(o.checkEveryMs));
+  if (o.checkEverySteps !== d.checkEverySteps) a.push('--check-steps', String(o.checkEverySteps));
+  if (o.watchdogMs !== d.watchdogMs) a.push('--watchdog', ms(o.watchdogMs));
+  if (!o.lockStats) a.push('--no-lock-stats');
+  if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
+  if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
+  if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
+  a.push('--seed', String(o.seed));
+  return a;
+}
+
 /** The exact command line that repeats this run. */
 export function replayCommand(o: RunOptions): string {
-  const parts = [
-    's2stress run',
-    `--scenario ${o.scenario}`,
-    `--profile ${o.profile}`,
-    ...o.bugs.map((b) => `--bug ${b}`),
-    `--mode ${o.mode}`,
-  ];
-  if (o.mode === 'sim') parts.push(`--sched ${o.sched}`, `--pct-depth ${o.pctDepth}`);
-  if (o.mode === 'sim' && o.checkEverySteps > 0) parts.push(`--check-steps ${o.checkEverySteps}`);
-  if (o.chaos > 0) parts.push(`--chaos ${o.chaos}`);
-  parts.push(
-    `--vcpus ${o.vcpus}`,
-    `--guest-mem ${formatBytes(o.guestMem)}`,
-    `--backing ${o.backing}`,
-    `--write-pct ${o.writePct}`,
-    `--lock ${o.lock}`,
-    o.ops !== null ? `--ops ${o.ops}` : `--duration ${formatDuration(o.durationMs ?? DEFAULT_DURATION_MS)}`,
-    `--seed ${o.seed}`,
-  );
-  return parts.join(' ');
+  return ['s2stress run', ...runArgsOf(o)].join(' ');
+}
+
+type FieldType = 'string' | 'int' | 'number' | 'boolean' | 'strings';
+
+/** A report's `config` fields: type, whether required, and the flag each stands for. */
+const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: string; required: boolean; nullable?: boolean }[] = [
+  { field: 'scenario', type: 'string', flag: '--scenario', required: true },
+  { field: 'profile', type: 'string', flag: '--profile', required: true },
+  { field: 'bugs', type: 'strings', flag: '--bug', required: true },
+  { field: 'mode', type: 'string', flag: '--mode', required: true },
+  { field: 'sched', type: 'string', flag: '--sched', required: false },
+  { field: 'pctDepth', type: 'int', flag: '--pct-depth', required: false },
+  { field: 'chaos', type: 'number', flag: '--chaos', required: false },
+  { field: 'vcpus', type: 'int', flag: '--vcpus', required: true },
+  { field: 'guestMem', type: 'int', flag: '--guest-mem', required: true },
+  { field: 'backing', type: 'string', flag: '--backing', required: true },
+  { field: 'writePct', type: 'number', flag: '--write-pct', required: true },
+  { field: 'lock', type: 'string', flag: '--lock', required: true },
+  { field: 'durationMs', type: 'number', flag: '--duration', required: true, nullable: true },
+  { field: 'ops', type: 'int', flag: '--ops', required: true, nullable: true },
+  { field: 'seed', type: 'int', flag: '--seed', required: true },
+  { field: 'checkEveryMs', type: 'number', flag: '--check-every', required: false },
+  { field: 'checkEverySteps', type: 'int', flag: '--check-steps', required: false },
+  { field: 'watchdogMs', type: 'number', flag: '--watchdog', required: false },
+  { field: 'lockStats', type: 'boolean', flag: '--no-lock-stats', required: false },
+  { field: 'lockHoldSample', type: 'int', flag: '--lock-hold-sample', required: false },
+  { field: 'crashActor', type: 'string', flag: '--crash-actor', required: false, nullable: true },
+  { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },
+];
+
+function typeOk(v: unknown, t: FieldType): boolean {
+  switch (t) {
+    case 'string':
+      return typeof v === 'string';
+    case 'int':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'number':
+      return typeof v === 'number' && Number.isFinite(v);
+    case 'boolean':
+      return typeof v === 'boolean';
+    case 'strings':
+      return Array.isArray(v) && v.every((x) => typeof x === 'string');
+  }
+}
+
+const TYPE_WORDS: Record<FieldType, string> = { string: 'a string', int: 'a whole number', number: 'a number', boolean: 'true or false', strings: 'an array of strings' };
+
+/**
+ * A report's `config` validated exactly as `run` validates its flags (the
+ * configuration is turned back into the flags and parsed), plus the types
+ * JSON can get wrong. Throws ConfigError naming the field (`config.seed`).
+ * `extra` are further flags (display flags, for replay).
+ */
+export function optionsFromReportConfig(config: unknown, extra: readonly string[] = [], overrides: Partial<RunOptions> = {}): RunOptions {
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError('config', `the report's config must be an object (the run's configuration), got ${JSON.stringify(config) ?? String(config)}`);
+  }
+  const c = config as Record<string, unknown>;
+  const typed: RunOptions = defaultOptions();
+  for (const f of CONFIG_FIELDS) {
+    const has = Object.prototype.hasOwnProperty.call(c, f.field) && c[f.field] !== undefined;
+    if (!has) {
+      if (f.required) throw new ConfigError(`config.${f.field}`, `report field config.${f.field} is missing (${f.flag}); a report written by s2stress run has it`);
+      continue;
+    }
+    const v = c[f.field];
+    if (v === null && f.nullable) {
+      (typed as unknown as Record<string, unknown>)[f.field] = null;
+      continue;
+    }
+    if (!typeOk(v, f.type)) {
+      throw new ConfigError(`config.${f.field}`, `report field config.${f.field} (${f.flag}) must be ${TYPE_WORDS[f.type]}${f.nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+    }
+    (typed as unknown as Record<string, unknown>)[f.field] = v;
+  }
+  if (typed.durationMs === null && typed.ops === null) {
+    throw new ConfigError('config.durationMs', 'report fields config.durationMs and config.ops are both null: one of them says how long the run was');
+  }
+  Object.assign(typed, overrides);
+  const args = runArgsOf(typed, false);
+  try {
+    return parseRunArgs([...args, ...extra]);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    if (extra.includes(e.setting) || extra.some((x) => x.startsWith(`${e.setting}=`))) throw e;
+    const f = CONFIG_FIELDS.find((x) => x.flag === e.setting);
+    if (!f) throw e;
+    throw new ConfigError(`config.${f.field}`, `report field config.${f.field} (${f.flag}): ${e.message}`);
+  }
 }

@@ -10,20 +10,30 @@ import { TRACE_RING, TRACE_WORDS, ACTOR } from '../src/shm/layout.js';
 import { actorName } from '../src/vm.js';
 import type { RunOptions } from './options.js';
 import { formatBytes } from '../src/config.js';
-import type { LockReport } from '../src/sync/lockstat.js';
+import { EXACT_FIRST_HOLDS, formatLockTable, type LockReport, type TimeStats } from '../src/sync/lockstat.js';
 
 export interface ScheduleReport {
   hash: string;
   steps: number;
   switches: number;
   strategy: string;
+  /**
+   * The scheduling step at which an interrupted run (or one given
+   * --stop-step) ended, null when it ran to its end. `replay` ends there.
+   */
+  stoppedAtStep: number | null;
 }
 
 export interface Report {
   tool: 's2stress';
   version: string;
   result: 'pass' | 'fail';
-  /** Exit code of the run: 0 pass, 1 violation, 3 harness failure. */
+  /**
+   * Exit code of the run: 0 pass, 1 violation, 3 harness failure or no
+   * work done, 128 + the signal's number when interrupted (130 SIGINT, 143
+   * SIGTERM, 129 SIGHUP) unless a violation (1) or a harness failure (3)
+   * came first.
+   */
   exitCode: number;
   config: RunOptions;
   violations: Violation[];
@@ -37,7 +47,14 @@ export interface Report {
   elapsedMs: number;
   quiescentChecks: number;
   interrupted: boolean;
-  /** Harness failure (exit 3): the cause. */
+  /** The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), null if none. */
+  signal: string | null;
+  /** Time from launch until every actor was running (the run clock starts then; elapsedMs does not include it). */
+  startupMs: number;
+  /**
+   * Harness failure or no work done (exit 3): the cause; a crashed worker's
+   * message is followed by its stack on the next lines.
+   */
   error: string | null;
   /** The last events of every actor, oldest first (on failure). */
   traces: Record<string, string[]>;
@@ -95,14 +112,25 @@ function fmtNum(n: number): string {
   return `${Math.round(n)}`;
 }
 
+/** The headline word: FAIL, PASS, or INTERRUPTED (no violation before the signal). */
+function verdict(r: Report): string {
+  if (r.result === 'fail') return r.interrupted ? `FAIL (interrupted by ${r.signal})` : 'FAIL';
+  return r.interrupted ? `INTERRUPTED by ${r.signal} (no violation before it)` : 'PASS';
+}
+
+export interface SummaryOptions {
+  /** Print a crashed worker's stack (the lines after the first of `error`). */
+  verbose?: boolean;
+}
+
 /** The human summary printed at the end of a run. */
-export function formatSummary(r: Report): string {
+export function formatSummary(r: Report, so: SummaryOptions = {}): string {
   const c = r.counters;
-  const secs = r.elapsedMs / 1000;
+  const secs = Math.max(r.elapsedMs, 1) / 1000;
   const lines: string[] = [];
   const o = r.config;
   lines.push(
-    `s2stress ${r.result.toUpperCase()}${r.interrupted ? ' (interrupted)' : ''}: scenario ${o.scenario}, profile ${o.profile}${o.bugs.length ? ` + bugs ${o.bugs.join(',')}` : ''}, ${o.mode} mode, ${o.vcpus} vCPUs, ${formatBytes(o.guestMem)} ${o.backing}, seed ${o.seed}, ${secs.toFixed(1)}s`,
+    `s2stress ${verdict(r)}: scenario ${o.scenario}, profile ${o.profile}${o.bugs.length ? ` + bugs ${o.bugs.join(',')}` : ''}, ${o.mode} mode, ${o.vcpus} vCPUs, ${formatBytes(o.guestMem)} ${o.backing}, seed ${o.seed}, ${secs.toFixed(1)}s`,
   );
   lines.push(
     `  accesses ${fmtNum(c.accesses)} (${fmtNum(c.accesses / secs)}/s), faults ${fmtNum(c.faults)} (${fmtNum(c.faults / secs)}/s, ${fmtNum(c.faultRetries)} retried), TLB hits ${fmtNum(c.tlbHits)}, flushes ${fmtNum(c.tlbFlushes)}`,
@@ -117,8 +145,15 @@ export function formatSummary(r: Report): string {
   lines.push(
     `  migration: ${mg.migrations} completed (${fmtNum(mg.verifiedPages)} pages verified, ${mg.mismatches} mismatches), ${mg.cancels} cancelled, ${mg.rounds} rounds${mg.selftestRounds ? `, ${mg.selftestRounds} dirty_log_test rounds` : ''}; ${r.quiescentChecks} stop-the-world checks`,
   );
-  if (r.schedule) lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps, ${r.schedule.switches} switches, hash ${r.schedule.hash}`);
-  if (r.error) lines.push(`  HARNESS FAILURE: ${r.error}`);
+  if (r.schedule) {
+    const stop = r.schedule.stoppedAtStep != null ? `, stopped at step ${r.schedule.stoppedAtStep}` : '';
+    lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps${stop}, ${r.schedule.switches} switches, hash ${r.schedule.hash}`);
+  }
+  if (r.error) {
+    const [first, ...stack] = r.error.split('\n');
+    lines.push(`  HARNESS FAILURE: ${first}`);
+    if (stack.length) lines.push(...(so.verbose ? stack.map((l) => `    ${l.trim()}`) : ['    (the worker\'s stack is in the report\'s "error"; --verbose prints it)']));
+  }
   if (r.violations.length) {
     lines.push(`  ${r.violations.length} violation(s):`);
     for (const v of r.violations) lines.push(`    [${v.invariant}] ${v.actor}: ${v.message}`);
@@ -128,9 +163,89 @@ export function formatSummary(r: Report): string {
       for (const [actor, evs] of traces) lines.push(`    ${actor}: ${evs.join(' | ')}`);
     }
   }
-  if (r.result === 'fail') {
+  if (r.result === 'fail' || r.interrupted) {
     lines.push(`  rerun: ${r.replay}`);
     if (r.replayNote) lines.push(`  note: ${r.replayNote}`);
   }
   return lines.join('\n');
+}
+
+/** The one line `--quiet` prints. */
+export function formatQuiet(r: Report): string {
+  const first = r.violations[0];
+  const word = r.result === 'fail' ? 'fail' : r.interrupted ? `interrupted by ${r.signal}` : 'pass';
+  const err = r.error ? `: ${r.error.split('\n')[0]}` : '';
+  return `s2stress ${word}${first ? `: [${first.invariant}] ${first.message}` : ''}${err}${r.result === 'fail' || r.interrupted ? `\n  rerun: ${r.replay}` : ''}`;
+}
+
+/** The lock table's width by default: it fits a 120-column terminal. */
+export const LOCK_TABLE_COLUMNS = 120;
+
+/** Time in us, at most 10 characters. */
+function usCell(ns: number): string {
+  const us = ns / 1000;
+  if (us < 100) return us.toFixed(2);
+  if (us < 1e6) return us.toFixed(1);
+  if (us < 1e9) return us.toFixed(0);
+  return `${(us / 1e6).toFixed(0)}s`;
+}
+
+/** A count, at most 10 characters. */
+function countCell(n: number): string {
+  return n < 1e9 ? `${n}` : fmtNum(n);
+}
+
+/** Wrap words to lines of at most `width` columns. */
+function wrap(text: string, width: number, indent = ''): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const w of text.split(' ')) {
+    if (line && line.length + 1 + w.length > width) {
+      out.push(line);
+      line = indent + w;
+    } else line = line ? `${line} ${w}` : w;
+  }
+  if (line) out.push(line);
+  return out;
+}
+
+/**
+ * The lock_stat table. By default the columns that matter (contentions,
+ * acquisitions, wait and hold avg/p99/max), within 120 columns; `wide`
+ * gives every /proc/lock_stat column. In sim mode one actor runs at a
+ * time: the times are serialized time (a wait includes other actors' turns),
+ * and the table says so.
+ */
+export function formatLockTableFor(r: LockReport, mode: string, wide = false): string {
+  const sim = mode === 'sim';
+  const simNote = sim
+    ? "sim mode: one actor runs at a time, so these are serialized times (a wait or a hold includes other actors' turns), not the times of a parallel run"
+    : '';
+  if (!r.enabled || wide) {
+    const t = formatLockTable(r);
+    return r.enabled && sim ? `${t}\n${simNote}` : t;
+  }
+  const head = ['class name', 'contended', 'acquired', 'wait-avg', 'wait-p99', 'wait-max', 'hold-avg', 'hold-p99', 'hold-max'];
+  const row = (name: string, x: { contentions: number; acquisitions: number; waitNs: TimeStats; holdNs: TimeStats }): string[] => [
+    name,
+    countCell(x.contentions),
+    countCell(x.acquisitions),
+    usCell(x.waitNs.avg),
+    usCell(x.waitNs.p99),
+    usCell(x.waitNs.max),
+    usCell(x.holdNs.avg),
+    usCell(x.holdNs.p99),
+    usCell(x.holdNs.max),
+  ];
+  const rows = [row('mmu_lock', r), ...r.sites.map((s) => row(`  ${s.site}`, s))];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const notes = [
+    `mmu_lock (${r.kind}) lock_stat, times in us${sim ? ' of serialized (sim) time' : ''}; --wide for every column.`,
+    ...(r.holdSampleEvery > 1
+      ? [`Hold times: each site's first ${EXACT_FIRST_HOLDS} acquisitions per thread, then 1 in ${r.holdSampleEvery} (avg is an estimate; --lock-hold-sample 1 times every hold).`]
+      : []),
+    ...(sim ? [simNote] : []),
+  ];
+  return [...notes.flatMap((n) => wrap(n, LOCK_TABLE_COLUMNS, '  ')), fmt(head), ...rows.map(fmt)].join('\n');
 }

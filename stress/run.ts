@@ -22,13 +22,21 @@ import { FreeSched } from '../src/sync/sched.js';
 import { actorSeed } from '../src/actors/params.js';
 import type { ActorResult, ActorRole, ActorTask } from '../workers/actor.js';
 import { type RunOptions, replayCommand, toModelConfig } from './options.js';
-import { actorParams, findScenario } from './scenarios.js';
+import { type ScenarioSpec, actorParams, findScenario } from './scenarios.js';
 import { VERSION, collectCounters, collectTraces, migrationSummary, progressOf, type Report } from './report.js';
 
 export interface RunHooks {
-  /** Called about twice a second with a one-line status. */
+  /** Called every statusEveryMs with a one-line status. */
   onStatus?: (line: string, final: boolean) => void;
-  /** Abort (Ctrl-C): the run stops cleanly and still reports. */
+  /** Period of onStatus, ms (default 5000: a plain line; a terminal redraws about twice a second). */
+  statusEveryMs?: number;
+  /** Called once every actor is running: the run clock starts now. */
+  onStart?: (line: string) => void;
+  /**
+   * Abort (a signal): the run stops cleanly and still reports. The abort
+   * reason, when it is a signal's name (SIGINT, SIGTERM, SIGHUP), sets the
+   * exit code (128 + its number).
+   */
   signal?: AbortSignal;
   /**
    * Called at every poll of the orchestrator (~10 ms) while the run goes on,
@@ -105,6 +113,90 @@ export interface Launched {
   checker: Actor;
   /** Its lock statistics (the `check` row), null with --no-lock-stats. */
   checkerStats: LockStats | null;
+  /** Threads mode: the start gate, [workers booted, gate open] (null in sim mode, whose scheduler starts the actors). */
+  gate: Int32Array | null;
+}
+
+/** Live pools, for a last clean-up before the process exits (see stress/cli.ts). */
+const livePools = new Set<Piscina>();
+
+/** Destroy any pool still alive (a run cut short by an exception). Resolves within `ms`. */
+export async function destroyLivePools(ms = 2000): Promise<void> {
+  if (livePools.size === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled([...livePools].map((p) => p.destroy())),
+    new Promise<void>((r) => {
+      timer = setTimeout(r, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+  livePools.clear();
+}
+
+async function destroyPool(run: Launched): Promise<void> {
+  run.stopping = true;
+  openGate(run);
+  await run.pool.destroy();
+  livePools.delete(run.pool);
+}
+
+/** Let the actors waiting at the start gate run (or return, once the run has ended). */
+function openGate(run: Launched): void {
+  if (!run.gate) return;
+  Atomics.store(run.gate, 1, 1);
+  Atomics.notify(run.gate, 1);
+}
+
+/** Longest wait for the workers to boot before the run counts as a harness failure (or the watchdog period, if longer). */
+export const BOOT_TIMEOUT_MS = 120_000;
+
+/**
+ * Wait until every actor's worker has booted and waits at the start gate.
+ * Returns null, or why not (a worker failed, the run was aborted, timeout).
+ */
+async function waitBooted(run: Launched, signal: AbortSignal | undefined, timeoutMs: number): Promise<'aborted' | 'failed' | 'timeout' | null> {
+  const g = run.gate;
+  if (!g) return null;
+  const n = run.specs.length;
+  const limit = performance.now() + timeoutMs;
+  for (;;) {
+    const booted = Atomics.load(g, 0);
+    if (booted >= n) return null;
+    if (run.error()) return 'failed';
+    if (signal?.aborted) return 'aborted';
+    if (performance.now() > limit) return 'timeout';
+    const w = Atomics.waitAsync(g, 0, booted, 50);
+    if (w.async) await w.value;
+  }
+}
+
+/** What a scenario's migrator must have completed for the run to count as having done its work. */
+export interface MigrationWork {
+  /** What is missing when none was done, in words: "no migration completed or cancelled". */
+  none: string;
+  done(kvm: Kvm): number;
+}
+
+/** Scenarios whose migrator is a harvest loop (logging on, rounds back to back): a harvest round is its unit of work. */
+const HARVEST_LOOP_SCENARIOS = new Set(['fault-storm']);
+
+export function migrationWorkOf(s: ScenarioSpec): MigrationWork | null {
+  if (s.migrator === 'idle') return null;
+  if (s.migrator === 'selftest') return { none: 'no dirty_log_test round', done: (kvm) => kvm.counter(CNT.selftestRounds) };
+  if (HARVEST_LOOP_SCENARIOS.has(s.name)) return { none: 'no dirty-log harvest round', done: (kvm) => kvm.counter(CNT.rounds) };
+  return { none: 'no migration completed or cancelled', done: (kvm) => kvm.counter(CNT.migrations) + kvm.counter(CNT.cancels) };
+}
+
+/** Null when the run did its work (some guest accesses, and the scenario's migration work); else what it did not do. */
+export function missingWork(kvm: Kvm, o: RunOptions): string | null {
+  const acc = kvm.counter(CNT.accesses);
+  if (acc === 0) return 'no guest access';
+  const scenario = findScenario(o.scenario);
+  const mw = scenario ? migrationWorkOf(scenario) : null;
+  if (mw && mw.done(kvm) === 0) return `${mw.none} (scenario ${o.scenario}; ${acc} guest accesses)`;
+  return null;
 }
 
 export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
@@ -123,6 +215,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   specs.push({ role: 'hostmm', id: L.hostActor });
   specs.push({ role: 'migrator', id: L.migrator });
   Atomics.store(m, CTRL.ACTORS_RUNNING, specs.length);
+  const gate = sim ? null : new Int32Array(new SharedArrayBuffer(8));
 
   const pool = new Piscina({
     filename: workerPath(),
@@ -135,6 +228,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
     // vCPUs of default-sized isolates alone would pass 1 GiB resident.
     resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 2, stackSizeMb: 1 },
   });
+  livePools.add(pool);
   let harnessError: string | null = null;
   const results: ActorResult[] = [];
   const launched = { stopping: false } as Launched;
@@ -147,6 +241,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
       sab: kvm.sab,
       crashAfterTicks: o.crashActor === actorName(kvm, s.id) ? 2 : 0,
       sim,
+      gate: gate ? (gate.buffer as SharedArrayBuffer) : undefined,
     };
     return pool.run(task).then(
       (r: ActorResult) => {
@@ -155,14 +250,16 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
       (e: unknown) => {
         if (launched.stopping) return;
         const err = e instanceof Error ? e : new Error(String(e));
-        if (!harnessError) harnessError = `worker ${actorName(kvm, s.id)} failed: ${err.message}`;
+        // The message, then the worker's stack (printed with --verbose).
+        const frames = (err.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l));
+        if (!harnessError) harnessError = [`worker ${actorName(kvm, s.id)} failed: ${err.message}`, ...frames].join('\n');
         Atomics.store(m, CTRL.END, 1);
         bumpControl(m);
       },
     );
   });
   const checker = new Actor(L.checker, new FreeSched(m));
-  return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError, checker, checkerStats });
+  return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError, checker, checkerStats, gate });
 }
 
 /** Stop every actor and the pool; returns a harness error if some worker would not stop. */
@@ -172,6 +269,7 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
   Atomics.store(m, CTRL.PAUSE_VCPUS, 0);
   Atomics.store(m, CTRL.END, 1);
   bumpControl(m);
+  openGate(run);
   // Workers return at their next safe point; on a loaded machine that can
   // take seconds (measured: 5 s was not always enough with another 64-vCPU
   // run on the same 2 cores).
@@ -185,8 +283,7 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
   ]);
   clearTimeout(timer);
   const before = run.error();
-  run.stopping = true;
-  await run.pool.destroy();
+  await destroyPool(run);
   if (before) return before;
   if (timedOut && !run.error()) return `workers did not stop within ${wait} ms after the end of the run: ${describeActors(run.kvm)}`;
   return run.error();
@@ -195,28 +292,46 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
 /** A deadlocked run cannot finish: terminate the workers (they are blocked for good). */
 export async function terminate(run: Launched): Promise<string | null> {
   const before = run.error();
-  run.stopping = true;
-  await run.pool.destroy();
+  await destroyPool(run);
   return before;
 }
 
-export function buildReport(
-  run: Launched,
-  o: RunOptions,
-  found: Violation[],
-  harnessError: string | null,
-  elapsedMs: number,
-  quiescentChecks: number,
-  interrupted: boolean,
-  schedule: Report['schedule'],
-  finalCheck: boolean,
-): Report {
+/** Signal numbers of the signals that interrupt a run (exit code 128 + the number). */
+export const SIGNAL_NUMBERS: Readonly<Record<string, number>> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+/** The signal an abort stands for: its reason when that is a signal's name, else SIGINT (Ctrl-C). */
+export function abortSignalName(signal: AbortSignal | undefined): string | null {
+  if (!signal?.aborted) return null;
+  const r = signal.reason;
+  return typeof r === 'string' && SIGNAL_NUMBERS[r] !== undefined ? r : 'SIGINT';
+}
+
+export interface RunEnd {
+  /** Violations the orchestrator found (live ones are read from shared memory). */
+  found: Violation[];
+  harnessError: string | null;
+  elapsedMs: number;
+  startupMs: number;
+  quiescentChecks: number;
+  /** The signal that interrupted the run, null if none. */
+  signal: string | null;
+  schedule: Report['schedule'];
+  /** Run the last stopped-world check (every actor has returned). */
+  finalCheck: boolean;
+  /** The run was cut short on purpose (a signal, --stop-step): not doing its work is then no failure. */
+  cutShort: boolean;
+}
+
+export function buildReport(run: Launched, o: RunOptions, end: RunEnd): Report {
   const kvm = run.kvm;
+  const { found, signal } = end;
+  let harnessError = end.harnessError;
+  let quiescentChecks = end.quiescentChecks;
   const all = [...liveViolations(kvm), ...found];
   // Every actor has returned: one last check of the stopped world, also after
   // a live violation (it often names the cause: the leaked table, the stale
   // TLB entry). Skipped when a periodic check already reported.
-  if (finalCheck && !harnessError && !found.some((v) => v.actor === 'orchestrator' && v.invariant !== 'progress')) {
+  if (end.finalCheck && !harnessError && !found.some((v) => v.actor === 'orchestrator' && v.invariant !== 'progress')) {
     quiescentChecks++;
     all.push(...checkStoppedWorld(kvm, run.checker));
   }
@@ -227,48 +342,80 @@ export function buildReport(
     .filter((x): x is LockStatsSnapshot => x !== null);
   if (run.checkerStats) snaps.push(run.checkerStats.snapshot());
   const failed = all.length > 0;
+  // A run that did not do its work proves nothing: never a pass.
+  if (!failed && !harnessError && !end.cutShort) {
+    const missing = missingWork(kvm, o);
+    if (missing) {
+      const length = o.ops !== null ? `--ops ${o.ops}` : `${(end.elapsedMs / 1000).toFixed(1)} s`;
+      harnessError = `ran no work: ${missing} in ${length}; give the run ${o.mode === 'sim' || o.ops !== null ? 'more --ops' : 'a longer --duration'}${o.mode === 'threads' ? ' (or a less loaded machine)' : ''}`;
+    }
+  }
+  const exitCode = harnessError ? 3 : failed ? 1 : signal ? 128 + SIGNAL_NUMBERS[signal] : 0;
   return {
     tool: 's2stress',
     version: VERSION,
     result: failed || harnessError ? 'fail' : 'pass',
-    exitCode: harnessError ? 3 : failed ? 1 : 0,
+    exitCode,
     config: o,
     violations: all,
     counters: collectCounters(kvm),
     migration: migrationSummary(kvm),
     lock: o.lockStats ? mergeLockStats(o.lock, snaps) : emptyLockReport(o.lock),
-    schedule,
-    replay: replayCommand(o),
+    schedule: end.schedule,
+    // An interrupted sim run is repeated up to the step it stopped at.
+    replay: replayCommand(end.schedule?.stoppedAtStep != null ? { ...o, stopStep: end.schedule.stoppedAtStep } : o),
     replayNote:
       o.mode === 'sim'
         ? ''
         : 'threads mode: the same seeds and configuration are rerun, but thread interleavings are not reproducible; use --mode sim for an exact replay',
-    elapsedMs,
+    elapsedMs: end.elapsedMs,
+    startupMs: end.startupMs,
     quiescentChecks,
-    interrupted,
+    interrupted: signal !== null,
+    signal,
     error: harnessError,
     traces: failed || harnessError ? collectTraces(kvm) : {},
   };
 }
 
+/** The live status line: counters that read one way only. */
+export function statusLine(kvm: Kvm, sinceStartMs: number, accPerSec: number, faultsPerSec: number, violations: number): string {
+  return `[${(sinceStartMs / 1000).toFixed(1)}s] ${Math.round(accPerSec)} accesses/s, ${Math.round(faultsPerSec)} faults/s, migrations ${kvm.counter(CNT.migrations)} done, ${kvm.counter(CNT.cancels)} cancelled, ${kvm.counter(CNT.rounds)} rounds, violations ${violations}`;
+}
+
 /** Run a stress run in threads mode. Never throws for run-time failures: they are in the report (exit 3). */
 export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<Report> {
+  const launchedAt = performance.now();
   const run = launch(o);
   const { kvm } = run;
   const m = kvm.m;
   const L = kvm.layout;
   const violations: Violation[] = [];
+  let bootError: string | null = null;
+  // The run clock and the watchdog start when every actor is running.
+  const bootTimeoutMs = Math.max(BOOT_TIMEOUT_MS, o.watchdogMs);
+  const boot = await waitBooted(run, hooks.signal, bootTimeoutMs);
+  if (boot === 'timeout') bootError = `the workers did not start within ${bootTimeoutMs / 1000} s (${Atomics.load(run.gate!, 0)} of ${run.specs.length} booted)`;
   const start = performance.now();
+  const startupMs = start - launchedAt;
+  if (boot === null) {
+    openGate(run);
+    hooks.onStart?.(`s2stress: running: ${L.vcpus} vCPUs, host MM and migrator started (${Math.round(startupMs)} ms to start)`);
+  }
   const deadline = o.durationMs !== null ? start + o.durationMs : Infinity;
+  // Past the deadline (or the vCPUs' --ops), a run goes on until it has done
+  // its work, for at most this long (then it reports that it did not).
+  const graceMs = o.watchdogMs;
+  let vcpusDoneAt = -1;
   let quiescentChecks = 0;
   let lastCheck = start;
-  let interrupted = false;
+  let interrupted = hooks.signal?.aborted ?? false;
   let lastProgress = progressOf(kvm);
   let lastProgressAt = new Array(L.nActors).fill(start);
   let lastStatus = start;
   let lastAccesses = 0;
   let lastFaults = 0;
-  const statusEvery = process.stdout.isTTY && !process.env.CI ? 500 : 5000;
+  const statusEvery = hooks.statusEveryMs ?? 5000;
 
   const stopWorld = async (): Promise<boolean> => {
     const limit = performance.now() + o.watchdogMs;
@@ -299,13 +446,16 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   hooks.signal?.addEventListener('abort', onAbort);
 
   try {
-    for (;;) {
+    while (boot === null) {
       await sleep(10);
       const now = performance.now();
       if (run.error() || interrupted) break;
       if (Atomics.load(m, CTRL.FAILED) !== 0) break;
-      if (now >= deadline) break;
-      if (o.ops !== null && Atomics.load(m, CTRL.VCPUS_DONE) >= L.vcpus) break;
+      if (o.ops !== null && vcpusDoneAt < 0 && Atomics.load(m, CTRL.VCPUS_DONE) >= L.vcpus) vcpusDoneAt = now;
+      const endAt = o.ops !== null ? vcpusDoneAt : deadline;
+      if (endAt >= 0 && now >= endAt) {
+        if (missingWork(kvm, o) === null || now >= endAt + graceMs) break;
+      }
 
       if (now - lastCheck >= o.checkEveryMs) {
         const ok = await stopWorld();
@@ -358,10 +508,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
         const acc = kvm.counter(CNT.accesses);
         const flt = kvm.counter(CNT.faults);
         const dt = (now - lastStatus) / 1000;
-        hooks.onStatus(
-          `[${((now - start) / 1000).toFixed(1)}s] ${Math.round((acc - lastAccesses) / dt)} accesses/s, ${Math.round((flt - lastFaults) / dt)} faults/s, migrations ${kvm.counter(CNT.migrations)}+${kvm.counter(CNT.cancels)} cancelled, round ${kvm.counter(CNT.rounds)}, violations ${Atomics.load(m, CTRL.VIOLATION_COUNT) + violations.length}`,
-          false,
-        );
+        hooks.onStatus(statusLine(kvm, now - start, (acc - lastAccesses) / dt, (flt - lastFaults) / dt, Atomics.load(m, CTRL.VIOLATION_COUNT) + violations.length), false);
         lastStatus = now;
         lastAccesses = acc;
         lastFaults = flt;
@@ -374,6 +521,17 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   const stuck = violations.some((v) => v.invariant === 'progress');
   const harnessError = stuck ? await terminate(run) : await shutdown(run, o);
   const elapsedMs = performance.now() - start;
+  const signal = abortSignalName(hooks.signal);
   // All actors have returned: the world is stopped for good, one last check.
-  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, null, !stuck);
+  return buildReport(run, o, {
+    found: violations,
+    harnessError: harnessError ?? bootError,
+    elapsedMs,
+    startupMs,
+    quiescentChecks,
+    signal,
+    schedule: null,
+    finalCheck: !stuck && boot === null,
+    cutShort: signal !== null || boot !== null,
+  });
 }

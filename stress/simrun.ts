@@ -11,7 +11,7 @@ import { checkStoppedWorld, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
-import { type RunHooks, buildReport, describeWait, launch, shutdown, terminate } from './run.js';
+import { type RunHooks, abortSignalName, buildReport, describeWait, launch, shutdown, terminate } from './run.js';
 import type { Report } from './report.js';
 import { CNT } from '../src/check/names.js';
 
@@ -34,7 +34,9 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     // TLB entry lives until the next whole-VM flush), scaled with the guest.
     checkEverySteps: o.checkEverySteps > 0 ? o.checkEverySteps : Math.max(SIM_CHECK_MIN_STEPS, Math.floor(o.guestMem / 4096) * 2),
     vcpus: o.vcpus,
+    stopAtStep: o.stopStep ?? null,
   };
+  const launchedAt = performance.now();
   const st = SimState.create(simCfg);
   const run = launch(o, { sab: st.sab, cfg: simCfg });
   const kvm = run.kvm;
@@ -43,20 +45,23 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   const violations: Violation[] = [];
   let interrupted = false;
   let quiescentChecks = 0;
+  // A signal ends the run at the next end-of-run check the running actor
+  // makes (every 1024 steps), whose step the report records: the replay
+  // ends there too. Before the first step, at the first such check.
   const onAbort = (): void => {
     interrupted = true;
-    Atomics.store(m, CTRL.END, 1);
-    bumpControl(m);
+    Atomics.store(st.s, SIM.STOP_REQ, 1);
   };
+  if (hooks.signal?.aborted) onAbort();
   hooks.signal?.addEventListener('abort', onAbort);
-  const start = performance.now();
+  let start = performance.now();
   let lastStatus = start;
-  const statusEvery = process.stdout.isTTY && !process.env.CI ? 500 : 5000;
+  const statusEvery = hooks.statusEveryMs ?? 5000;
   const giveUp = (): boolean => {
     if (hooks.onStatus && performance.now() - lastStatus >= statusEvery) {
       lastStatus = performance.now();
       hooks.onStatus(
-        `[${((lastStatus - start) / 1000).toFixed(1)}s] sim ${o.sched}: ${st.f[SIMF.STEPS]} steps, ${st.f[SIMF.SWITCHES]} switches, ${kvm.counter(CNT.accesses)} accesses`,
+        `[${((lastStatus - start) / 1000).toFixed(1)}s] sim ${o.sched}: ${st.f[SIMF.STEPS]} steps, ${st.f[SIMF.SWITCHES]} switches, ${kvm.counter(CNT.accesses)} of ${o.ops} accesses, migrations ${kvm.counter(CNT.migrations)} done, ${kvm.counter(CNT.cancels)} cancelled`,
         false,
       );
     }
@@ -65,6 +70,9 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   try {
     await main.waitReady(actors, { get aborted() { return run.error() !== null; } });
     if (!run.error()) {
+      start = performance.now();
+      lastStatus = start;
+      hooks.onStart?.(`s2stress: running: ${o.vcpus} vCPUs, host MM and migrator started (sim ${o.sched}, ${Math.round(start - launchedAt)} ms to start)`);
       main.begin();
       for (;;) {
         const got = await main.waitTurn(giveUp);
@@ -117,13 +125,26 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   }
   const harnessError = deadlocked ? await terminate(run) : await shutdown(run, o);
   const elapsedMs = performance.now() - start;
+  const stoppedAt = st.f[SIMF.STOPPED_AT];
   const schedule = {
     hash: st.hashString(),
     steps: st.f[SIMF.STEPS],
     switches: st.f[SIMF.SWITCHES],
     strategy: o.sched === 'pct' ? `pct depth ${o.pctDepth}` : 'random',
+    stoppedAtStep: stoppedAt >= 0 ? stoppedAt : null,
   };
-  return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, schedule, !deadlocked && !interrupted);
+  const signal = interrupted ? abortSignalName(hooks.signal) : null;
+  return buildReport(run, o, {
+    found: violations,
+    harnessError,
+    elapsedMs,
+    startupMs: start - launchedAt,
+    quiescentChecks,
+    signal,
+    schedule,
+    // The world is stopped for good, also after a stop at a recorded step:
+    // the check is part of what replays.
+    finalCheck: !deadlocked,
+    cutShort: signal !== null || schedule.stoppedAtStep !== null,
+  });
 }
-
-

@@ -67,7 +67,14 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
-  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? []))];
+  return lastWins([...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? []))]);
+}
+
+/** Per-bug flags override the budget's (`run` refuses a repeated flag): keep the last value of each flag but --bug. */
+function lastWins(args: string[]): string[] {
+  const pairs: [string, string][] = [];
+  for (let i = 0; i < args.length; i += 2) pairs.push([args[i], args[i + 1]]);
+  return pairs.filter(([f], i) => f === '--bug' || !pairs.slice(i + 1).some(([g]) => g === f)).flat();
 }
 
 export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget): Promise<Report> {
@@ -135,7 +142,16 @@ export function formatKillTable(rows: ZooRow[], meta: string): string {
   return lines.join('\n');
 }
 
+export const ZOO_USAGE = `s2stress zoo [--mode sim|threads|both] [--seeds N] [--bug NAME]... [--sim-ops N] [--threads-duration TIME]
+             [--json FILE] [--verbose]
+  run every --bug (or the ones named) over seeds 1..N in each mode and print the kill table;
+  exit 0 when every bug was caught, 1 when one was not, 2 on bad usage`;
+
 export async function main(args: string[], io: { out(s: string): void; err(s: string): void }): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    io.out(`usage: ${ZOO_USAGE}`);
+    return 0;
+  }
   const b: ZooBudget = { ...DEFAULT_BUDGET };
   let modes: ('sim' | 'threads')[] = ['sim', 'threads'];
   let json: string | null = null;
@@ -145,7 +161,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     const a = args[i];
     const v = (): string => {
       const x = args[++i];
-      if (x === undefined) throw new ConfigError(a, `${a} needs a value`);
+      if (x === undefined || x.startsWith('--')) throw new ConfigError(a, `${a} needs a value`);
       return x;
     };
     switch (a) {
@@ -177,7 +193,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         verbose = true;
         break;
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --json FILE --verbose`);
+        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted:\n${ZOO_USAGE}`);
     }
   }
   const rows: ZooRow[] = [];

@@ -27,6 +27,12 @@ export interface ActorTask {
   crashAfterTicks?: number;
   /** Sim mode: the scheduler's shared state. */
   sim?: { sab: SharedArrayBuffer; cfg: SimConfig };
+  /**
+   * Threads mode: the start gate, Int32 [booted, open]. The actor counts
+   * itself booted and waits for the gate, so that the run clock and the
+   * watchdog start when every actor is running.
+   */
+  gate?: SharedArrayBuffer;
 }
 
 export interface ActorResult {
@@ -51,6 +57,12 @@ export default function actorTask(task: ActorTask): ActorResult {
       ? new ChaosSched(m, task.params.chaos, actorSeed(task.params.seed, task.id + 1000), waitWord, spins)
       : new FreeSched(m, waitWord, spins));
   const actor = new Actor(task.id, sched);
+  if (task.gate) {
+    const g = new Int32Array(task.gate);
+    Atomics.add(g, 0, 1);
+    Atomics.notify(g, 0);
+    while (Atomics.load(g, 1) === 0) Atomics.wait(g, 1, 0);
+  }
   if (simSched) simSched.start();
   try {
     if (task.crashAfterTicks) {

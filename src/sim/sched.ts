@@ -40,6 +40,8 @@ export const SIM = {
   /** 1 = request a stop-the-world at NEXT_CHECK steps. */
   CHECKS_ON: 8,
   LIVELOCK: 9,
+  /** Set by the orchestrator (a signal): the run ends at the next end-of-run check, whose step is recorded. */
+  STOP_REQ: 10,
   WORDS: 16,
 } as const;
 
@@ -50,6 +52,10 @@ export const SIMF = {
   NEXT_CHECK: 2,
   CHECK_EVERY: 3,
   PROGRESS_AT: 4,
+  /** Replay of an interrupted run: end at the first end-of-run check at or after this step (Infinity: never). */
+  STOP_AT: 5,
+  /** The step at which a stop request or STOP_AT ended the run (-1: it did not). */
+  STOPPED_AT: 6,
   WORDS: 8,
 } as const;
 
@@ -83,6 +89,8 @@ export interface SimConfig {
   checkEverySteps: number;
   /** How many actors count as vCPUs (ids 0..vcpus-1) for the end condition. */
   vcpus: number;
+  /** End the run at the first end-of-run check at or after this step, as an interrupted run did (replay). */
+  stopAtStep?: number | null;
 }
 
 export class SimState {
@@ -121,6 +129,8 @@ export class SimState {
     st.f[SIMF.CHECK_EVERY] = cfg.checkEverySteps;
     st.f[SIMF.NEXT_CHECK] = cfg.checkEverySteps > 0 ? cfg.checkEverySteps : Infinity;
     s[SIM.CHECKS_ON] = cfg.checkEverySteps > 0 ? 1 : 0;
+    st.f[SIMF.STOP_AT] = cfg.stopAtStep ?? Infinity;
+    st.f[SIMF.STOPPED_AT] = -1;
     // PCT: a random permutation of priorities d .. d+n-1 (higher runs first).
     const n = cfg.actors;
     const prios = Array.from({ length: n }, (_, i) => cfg.pctDepth + i);
@@ -321,6 +331,13 @@ export class SimSched implements Sched {
     // The run ends deterministically: a live violation, or every vCPU done.
     if (Atomics.load(m, CTRL.END) === 0) {
       if (Atomics.load(m, CTRL.FAILED) !== 0 || Atomics.load(m, CTRL.VCPUS_DONE) >= this.st.cfg.vcpus) {
+        Atomics.store(m, CTRL.END, 1);
+        Atomics.add(m, CTRL.CONTROL_GEN, 1);
+      } else if (steps >= this.f[SIMF.STOP_AT] || Atomics.load(s, SIM.STOP_REQ) !== 0) {
+        // An interrupted run ends here, at a step the report records; its
+        // replay ends at the same check (STOP_AT), so the two runs are the
+        // same up to the end, and the same after it.
+        this.f[SIMF.STOPPED_AT] = steps;
         Atomics.store(m, CTRL.END, 1);
         Atomics.add(m, CTRL.CONTROL_GEN, 1);
       } else if (s[SIM.CHECKS_ON] && steps >= this.f[SIMF.NEXT_CHECK] && Atomics.load(m, CTRL.STOP) === 0) {
