@@ -180,6 +180,7 @@ export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFau
     ret = userMemAbort(kvm, vcpu, gfn, writeFault, permFault, slot, slotFlags(kvm, slot));
   }
   srcuReadUnlock(kvm, vcpu);
+  vcpu.faultResult = ret;
   kvm.count(vcpu, CNT.faults);
   if (ret === FAULT_RETRY) {
     kvm.count(vcpu, CNT.faultRetries);
