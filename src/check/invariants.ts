@@ -286,6 +286,8 @@ const frameScratch = new WeakMap<Kvm, { mapped: Int32Array; free: Uint8Array }>(
  * page, and no free frame.
  */
 export function checkFrameConservation(kvm: Kvm): Violation[] {
+  // The pool's totals first (one line each), then frame by frame.
+  const totals = new Collector('frame-conservation');
   const c = new Collector('frame-conservation');
   const m = kvm.m;
   const L = kvm.layout;
@@ -306,7 +308,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
     if (f < first || f >= L.frames) c.add(`the free lists hold frame ${f}, outside the pool (frames ${first}..${L.frames - 1})`);
     else if (free[f]++ !== 0) c.add(`frame ${f} is on the free lists twice (freed twice)`);
   });
-  if (listed !== freeFrameCount(kvm)) c.add(`the free lists hold ${listed} frames but the allocator counts ${freeFrameCount(kvm)} free`);
+  if (listed !== freeFrameCount(kvm)) totals.add(`the free lists hold ${listed} frames but the allocator counts ${freeFrameCount(kvm)} free`);
 
   // Host page table: one reference per present entry (a migration entry included).
   for (let gfn = 0; gfn < L.pages; gfn++) {
@@ -342,7 +344,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
       c.add(`frame ${f} has refcount ${ref} but the host maps it ${n} time${n === 1 ? '' : 's'}${mappers(kvm, f, n)}: a reference was put too often, the frame is freed while mapped`);
     }
   }
-  if (freeCount + used !== pool) c.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
+  if (freeCount + used !== pool) totals.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
 
   // Stage 2: every leaf frame (a block's 512) is the host's frame at that page, and not free.
   const walk = (table: number, level: number, firstGfn: number): void => {
@@ -375,7 +377,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
     }
   };
   walk(ROOT_TABLE, 1, 0);
-  return c.done();
+  return [...totals.done(), ...c.done()];
 }
 
 /** ", at gfn a, b, ..." for the first few host pages that map frame f. */
