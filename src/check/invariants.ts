@@ -564,6 +564,9 @@ export function liveViolations(kvm: Kvm): Violation[] {
         message = livelockMessage(kind, a, b, cc, m[at + 6]);
         extra.gfn = a;
         break;
+      case 'grace-period':
+        message = `synchronize_srcu() returned while ${actorName(kvm, a)} was still inside the SRCU read section that was open when the grace period began: a reader of the replaced memslot outlives the grace period`;
+        break;
       case 'frame-conservation':
         message =
           kind === FC_POOL_EMPTY

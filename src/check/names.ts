@@ -17,6 +17,8 @@ export const INVARIANTS = [
   'kernel-bug',
   /** Host frames: every refcount explained, no free frame mapped, free + used = the pool. */
   'frame-conservation',
+  /** synchronize_srcu() returns only after every read section open when it began has ended (rcutorture's check). */
+  'grace-period',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
