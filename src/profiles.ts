@@ -78,6 +78,12 @@ export interface Protocol {
   wpRangeUnaligned: boolean;
   blockOverTable: boolean;
   gupUnderMmuLock: boolean;
+  retryLeaksPage: boolean;
+  seqAfterLookup: boolean;
+  harvestWpShort: boolean;
+  countAfterUnlock: boolean;
+  srcuSkipsReader: boolean;
+  writeFaultMapsReadonly: boolean;
 }
 
 export interface BugInfo {
@@ -215,6 +221,52 @@ export const BUGS: readonly BugInfo[] = [
     expected: 'progress',
     origin: 'a classic mistake: sleeping lookups under a spinlock',
   },
+  {
+    name: 'retry-leaks-page',
+    field: 'retryLeaksPage',
+    description: 'when mmu_notifier_retry() says retry, user_mem_abort() returns without kvm_release_pfn_clean(): the gfn_to_pfn reference leaks, the frame is pinned for ever',
+    expected: 'frame-conservation',
+    origin: 'defect class: a refcount off by one (a reference not dropped on one path)',
+  },
+  {
+    name: 'seq-after-lookup',
+    field: 'seqAfterLookup',
+    description: 'user_mem_abort() reads mmu_notifier_seq after gfn_to_pfn_prot() instead of before it (the smp_rmb() ordering): an invalidation that completes between the lookup and the read goes unseen, and a stale frame is mapped',
+    expected: 'frame-use-after-free',
+    also: ['frame-conservation', 'shadow-equal', 'tlb-coherent'],
+    origin: 'defect class: two steps of the protocol in the wrong order',
+  },
+  {
+    name: 'harvest-wp-short',
+    field: 'harvestWpShort',
+    description: 'the harvest write-protects each bitmap word from its lowest set bit to its highest set bit exclusive (__fls without + 1): the highest dirty page of every word stays writable, and its next writes are not logged',
+    expected: 'migration-equal',
+    also: ['selftest-dirty-log'],
+    origin: 'defect class: an off-by-one at a range or bitmap-word end',
+  },
+  {
+    name: 'count-after-unlock',
+    field: 'countAfterUnlock',
+    description: 'invalidate_range_start() releases mmu_lock one step early, before mmu_notifier_count++: a fault that takes the lock in between sees neither the count nor a new sequence and maps the page the host is about to free',
+    expected: 'frame-use-after-free',
+    also: ['frame-conservation', 'shadow-equal', 'tlb-coherent'],
+    origin: 'defect class: a lock released one step early',
+  },
+  {
+    name: 'srcu-skips-reader',
+    field: 'srcuSkipsReader',
+    description: "synchronize_srcu() never waits for the last vCPU's read section (an off-by-one over the reader slots): a fault of that vCPU that read the memslot before logging was on can map a writable block or page after the write-protect",
+    expected: 'grace-period',
+    also: ['no-block-while-logging', 'migration-equal'],
+    origin: 'defect class: a grace period that skips one reader',
+  },
+  {
+    name: 'write-fault-maps-readonly',
+    field: 'writeFaultMapsReadonly',
+    description: 'the logging rule is inverted (`if (write_fault) writable = false`): while logging, a write fault maps the page read-only and the guest faults on it for ever',
+    expected: 'progress',
+    origin: 'defect class: an inverted condition (a livelock the guest never gets out of)',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -257,6 +309,12 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     wpRangeUnaligned: false,
     blockOverTable: false,
     gupUnderMmuLock: false,
+    retryLeaksPage: false,
+    seqAfterLookup: false,
+    harvestWpShort: false,
+    countAfterUnlock: false,
+    srcuSkipsReader: false,
+    writeFaultMapsReadonly: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

@@ -49,6 +49,17 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'wp-range-unaligned': { scenario: 'notifier-storm', backing: 'anon' },
   'block-over-table': { scenario: 'cancel', backing: 'thp' },
   'gup-under-mmu-lock': { scenario: 'notifier-storm', backing: 'anon' },
+  // Retries need invalidations racing faults; the leak shows at the next stop-the-world check.
+  'retry-leaks-page': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
+  // An invalidation must complete between a fault's host lookup and its
+  // sequence read, on the page it faults on: a small guest under a host storm.
+  'seq-after-lookup': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '2M', '--write-pct', '80'] },
+  'harvest-wp-short': { scenario: 'migrate', backing: 'anon' },
+  // A fault must take mmu_lock in the one step between the notifier's unlock and its count++.
+  'count-after-unlock': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '2M', '--write-pct', '80'] },
+  // As wp-before-grace: a fault of the last vCPU that read the old slot must reach mmu_lock after the write-protect.
+  'srcu-skips-reader': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2', '--write-pct', '90'] },
+  'write-fault-maps-readonly': { scenario: 'migrate', backing: 'anon' },
 };
 
 export interface ZooBudget {

@@ -9,7 +9,7 @@ import type { Actor } from '../sync/actor.js';
 import { XorShift32 } from '../sync/sched.js';
 import { CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
-import { ACCESS_ABORTED, guestAccess } from '../kvm/vcpu.js';
+import { ACCESS_ABORTED, ACCESS_LIVELOCK, guestAccess } from '../kvm/vcpu.js';
 import { safePoint, tick } from './control.js';
 import { type ActorParams, actorSeed } from './params.js';
 
@@ -31,6 +31,7 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
   let sweep = Math.floor((ram / V) * vcpu.id);
   let done = 0;
   let finished = false;
+  let livelocked = false;
 
   while (safePoint(kvm, vcpu, true)) {
     if (p.opsPerVcpu > 0 && done >= p.opsPerVcpu) {
@@ -71,9 +72,16 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
           value = ((vcpu.writeSeq << 7) | vcpu.id) | 0;
         }
       }
-      if (guestAccess(kvm, vcpu, gfn, write, value) === ACCESS_ABORTED) break;
+      const got = guestAccess(kvm, vcpu, gfn, write, value);
+      if (got === ACCESS_ABORTED) break;
+      if (got === ACCESS_LIVELOCK) {
+        livelocked = true;
+        break;
+      }
     }
     done += n;
+    // An access given up is no progress: the watchdog must not see a tick.
+    if (livelocked) break;
     tick(kvm, vcpu);
     // Between batches the host gets a look in: free in threads mode, a yield
     // under PCT, so that vCPUs take turns with the host actors instead of

@@ -7,7 +7,7 @@
  * pass vacuously (test/invariants.test.ts breaks a state by hand for each).
  */
 import type { Kvm } from '../kvm/kvm.js';
-import { CTRL, MAX_MEMSLOTS, VIOLATION_WORDS, MAX_VIOLATIONS } from '../shm/layout.js';
+import { CTRL, FRAMES_PER_GROUP, MAX_MEMSLOTS, VIOLATION_WORDS, MAX_VIOLATIONS } from '../shm/layout.js';
 import {
   LEVEL_PMD,
   LEVEL_PTE,
@@ -21,14 +21,14 @@ import {
 } from '../arch/stage2.js';
 import { ROOT_TABLE, TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG } from '../kvm/pgtable.js';
 import { HPTE_FRAME_MASK, HPTE_PRESENT } from '../mm/hostpt.js';
-import { FRAME_DEVICE } from '../mm/frames.js';
+import { FC_POOL_EMPTY, FRAME_DEVICE, forEachFreeFrame, freeFrameCount } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
 import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
 import { INV, INVARIANTS, type InvariantName } from './names.js';
 import { actorName } from '../vm.js';
 import type { Actor } from '../sync/actor.js';
 import { LS } from '../sync/locksites.js';
-import { UAF_WRITE } from '../kvm/vcpu.js';
+import { LIVELOCK_LEVEL_SHIFT, LIVELOCK_TOTAL_SHIFT, LIVELOCK_WRITE, STALL, UAF_WRITE } from '../kvm/vcpu.js';
 
 export interface Violation {
   invariant: InvariantName;
@@ -255,6 +255,144 @@ export function checkFramesMappedAreLive(kvm: Kvm): Violation[] {
   return c.done();
 }
 
+/** Per-VM scratch arrays of the frame check (sized once: checks run often on big guests). */
+const frameScratch = new WeakMap<Kvm, { mapped: Int32Array; free: Uint8Array }>();
+
+/**
+ * frame-conservation: every host frame's refcount is explained, no free frame
+ * is mapped, and free + used frames make the pool.
+ *
+ * The references the model holds, from src/mm and the fault path:
+ * - each present host PTE holds one reference on its frame: do_anonymous_page
+ *   and the populate hand out a frame with refcount 1 for its one mapping;
+ *   KSM's replace_page takes one for every page that shares the frame; a THP
+ *   or a hugetlb page counts each of its 512 frames on its own, one per PTE
+ *   (the model keeps no compound head count); a migration entry still names
+ *   the old frame and keeps its reference until remove_migration_ptes();
+ * - device frames are mapped once and never refcounted by faults
+ *   (kvm_is_device_pfn): one reference, the mapping's;
+ * - stage 2 holds none: user_mem_abort() drops the gfn_to_pfn reference
+ *   (kvm_release_pfn_clean) once mapped, and the MMU notifiers keep stage 2
+ *   within what the host maps;
+ * - the transient ones (a fault's gfn_to_pfn reference and the THP head it
+ *   moves to in transparent_hugepage_adjust; the old frames of a migration,
+ *   collapse, zap, CoW break or KSM merge between the host PTE switch and
+ *   put_page) live inside one operation, and an actor parks only at its safe
+ *   point, outside every operation: at a stop point there are none.
+ * So at a stop point a frame's refcount equals the host PTEs that map it; a
+ * frame with more is pinned for ever (page migration and THP collapse refuse
+ * it, quietly), a frame with fewer is freed while mapped. A stage-2 leaf
+ * (each of a block's 512 frames) must map the frame the host maps at that
+ * page, and no free frame.
+ */
+export function checkFrameConservation(kvm: Kvm): Violation[] {
+  // The pool's totals first (one line each), then frame by frame.
+  const totals = new Collector('frame-conservation');
+  const c = new Collector('frame-conservation');
+  const m = kvm.m;
+  const L = kvm.layout;
+  const first = FRAMES_PER_GROUP; // group 0 is never used: frame 0 means "none"
+  const pool = L.frames - first;
+  let scratch = frameScratch.get(kvm);
+  if (!scratch) {
+    scratch = { mapped: new Int32Array(L.frames), free: new Uint8Array(L.frames) };
+    frameScratch.set(kvm, scratch);
+  }
+  const { mapped, free } = scratch;
+  mapped.fill(0);
+  free.fill(0);
+
+  let listed = 0;
+  forEachFreeFrame(kvm, (f) => {
+    listed++;
+    if (f < first || f >= L.frames) c.add(`the free lists hold frame ${f}, outside the pool (frames ${first}..${L.frames - 1})`);
+    else if (free[f]++ !== 0) c.add(`frame ${f} is on the free lists twice (freed twice)`);
+  });
+  if (listed !== freeFrameCount(kvm)) totals.add(`the free lists hold ${listed} frames but the allocator counts ${freeFrameCount(kvm)} free`);
+
+  // Host page table: one reference per present entry (a migration entry included).
+  for (let gfn = 0; gfn < L.pages; gfn++) {
+    const h = Atomics.load(m, L.hpte + gfn);
+    if ((h & HPTE_PRESENT) === 0) continue;
+    const f = h & HPTE_FRAME_MASK;
+    if (f < first || f >= L.frames) {
+      c.add(`the host maps gfn ${gfn} to frame ${f}, outside the pool`, { gfn });
+      continue;
+    }
+    if (mapped[f]++ === 0 && free[f]) c.add(`the host maps gfn ${gfn} to frame ${f}, which is on the free lists`, { gfn });
+  }
+
+  let used = 0;
+  let freeCount = 0;
+  for (let f = first; f < L.frames; f++) {
+    const ref = Atomics.load(m, L.frameRef + f);
+    if (free[f]) {
+      freeCount++;
+      if (ref !== 0) c.add(`frame ${f} is on the free lists but has refcount ${ref}`);
+      continue;
+    }
+    if (ref > 0) used++;
+    const n = mapped[f];
+    if (ref === n && ref > 0) continue;
+    if (ref <= 0 && n === 0) {
+      c.add(`frame ${f} has refcount ${ref} but is on no free list: lost to the pool`);
+    } else if (ref > n) {
+      c.add(
+        `frame ${f} has refcount ${ref} but the host maps it ${n} time${n === 1 ? '' : 's'}${mappers(kvm, f, n)}: ${ref - n} reference${ref - n === 1 ? '' : 's'} nothing explains (a leaked get_page: the frame is pinned for ever, page migration and THP collapse refuse it)`,
+      );
+    } else {
+      c.add(`frame ${f} has refcount ${ref} but the host maps it ${n} time${n === 1 ? '' : 's'}${mappers(kvm, f, n)}: a reference was put too often, the frame is freed while mapped`);
+    }
+  }
+  if (freeCount + used !== pool) totals.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
+
+  // Stage 2: every leaf frame (a block's 512) is the host's frame at that page, and not free.
+  const walk = (table: number, level: number, firstGfn: number): void => {
+    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    for (let i = 0; i < PTRS_PER_TABLE; i++) {
+      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      if (!descValid(d)) continue;
+      const gfn0 = firstGfn + i * span;
+      if (level < LEVEL_PTE && descIsTable(d)) {
+        walk(descOa(d), level + 1, gfn0);
+        continue;
+      }
+      const level2 = level === LEVEL_PMD && pmdIsBlock(d);
+      const n = level2 ? FRAMES_PER_GROUP : 1;
+      for (let k = 0; k < n; k++) {
+        const gfn = gfn0 + k;
+        const f = descOa(d) + k;
+        const what = `stage 2 maps gfn ${gfn} to frame ${f}${level2 ? ` (block ${describeDesc(d, LEVEL_PMD)})` : ''}`;
+        if (f >= first && f < L.frames && free[f]) {
+          c.add(`${what}, which is on the free lists`, { gfn });
+          break;
+        }
+        const h = gfn < L.pages ? Atomics.load(m, L.hpte + gfn) : 0;
+        const hf = (h & HPTE_PRESENT) !== 0 ? h & HPTE_FRAME_MASK : 0;
+        if (hf !== f) {
+          c.add(`${what}, but the host maps ${hf === 0 ? 'nothing' : `frame ${hf}`} there: a stage-2 mapping no MMU notifier removed`, { gfn });
+          break;
+        }
+      }
+    }
+  };
+  walk(ROOT_TABLE, 1, 0);
+  return [...totals.done(), ...c.done()];
+}
+
+/** ", at gfn a, b, ..." for the first few host pages that map frame f. */
+function mappers(kvm: Kvm, f: number, n: number): string {
+  if (n === 0) return '';
+  const m = kvm.m;
+  const L = kvm.layout;
+  const at: number[] = [];
+  for (let gfn = 0; gfn < L.pages && at.length < 4; gfn++) {
+    const h = Atomics.load(m, L.hpte + gfn);
+    if ((h & HPTE_PRESENT) !== 0 && (h & HPTE_FRAME_MASK) === f) at.push(gfn);
+  }
+  return ` (at gfn ${at.join(', ')}${n > at.length ? ', ...' : ''})`;
+}
+
 /** lock-held at quiescence: nobody parked holds mmu_lock. */
 export function checkLockFree(kvm: Kvm): Violation[] {
   const c = new Collector('lock-held');
@@ -290,7 +428,14 @@ export function checkStoppedWorld(kvm: Kvm, checker: Actor): Violation[] {
 
 /** The quiescence checks that read the tables, the TLBs, the frames and the shadow. */
 function checkTables(kvm: Kvm): Violation[] {
-  return [...checkShadowEqual(kvm), ...checkTableConservation(kvm), ...checkNoBlockWhileLogging(kvm), ...checkTlbCoherent(kvm), ...checkFramesMappedAreLive(kvm)];
+  return [
+    ...checkShadowEqual(kvm),
+    ...checkTableConservation(kvm),
+    ...checkNoBlockWhileLogging(kvm),
+    ...checkTlbCoherent(kvm),
+    ...checkFramesMappedAreLive(kvm),
+    ...checkFrameConservation(kvm),
+  ];
 }
 
 /** Every quiescence check (without taking mmu_lock: for a world built by hand). */
@@ -301,6 +446,7 @@ export function checkQuiescent(kvm: Kvm): Violation[] {
     ...checkNoBlockWhileLogging(kvm),
     ...checkTlbCoherent(kvm),
     ...checkFramesMappedAreLive(kvm),
+    ...checkFrameConservation(kvm),
     ...checkLockFree(kvm),
   ];
 }
@@ -319,6 +465,35 @@ const KBUG_TEXT: Record<number, string> = {
   [KBUG.NOTIFIER_COUNT_NEGATIVE]: 'mmu_notifier_count went negative',
   [KBUG.TABLE_POOL_EMPTY]: 'table page pool exhausted (mmu_topup_memory_cache -ENOMEM)',
 };
+
+const ERRNO_NAME: Record<number, string> = { [-12]: '-ENOMEM', [-14]: '-EFAULT' };
+
+/** The `progress` violation of an access given up (src/kvm/vcpu.ts reportLivelock). */
+function livelockMessage(kind: number, gfn: number, stalled: number, desc: number, detail: number): string {
+  const reason = kind & 15;
+  const level = (kind >>> LIVELOCK_LEVEL_SHIFT) & 3;
+  const write = (kind & LIVELOCK_WRITE) !== 0;
+  const total = kind >>> LIVELOCK_TOTAL_SHIFT;
+  const entry = level === 0 ? 'no stage-2 entry (nothing mapped)' : `stage-2 entry at level ${level}: ${describeDesc(desc, level)}`;
+  let on: string;
+  switch (reason) {
+    case STALL.RETRY:
+      on = `mmu_notifier_retry(): user_mem_abort() returns -EAGAIN every time (mmu_notifier_count ${detail}; the sequence does not move)`;
+      break;
+    case STALL.ERROR:
+      on = `user_mem_abort() returning ${ERRNO_NAME[detail] ?? 'errno'} (${detail})`;
+      break;
+    case STALL.PERMISSION:
+      on = 'a permission fault: each fault returns, but the entry stays read-only';
+      break;
+    case STALL.UNMAPPED:
+      on = 'a translation fault: each fault returns, but nothing stays mapped';
+      break;
+    default:
+      on = 'an entry that changes under every fault without ever letting the access complete';
+  }
+  return `livelock: gave up a guest ${write ? 'write' : 'read'} of gfn ${gfn} after ${total} faults, the last ${stalled} in a row changing nothing (neither the entry nor mmu_notifier_seq); ${entry}; it keeps faulting on ${on}`;
+}
 
 /** Violations recorded as they happened, from the shared ring (in order). */
 export function liveViolations(kvm: Kvm): Violation[] {
@@ -384,6 +559,19 @@ export function liveViolations(kvm: Kvm): Violation[] {
             : kind === 2
               ? `gfn ${a} is dirty in iteration ${cc}'s log but holds ${fmtValue(b)}, neither this nor the previous iteration's value`
               : `gfn ${a} holds ${fmtValue(b)}, a value from a later iteration than ${cc}`;
+        break;
+      case 'progress':
+        message = livelockMessage(kind, a, b, cc, m[at + 6]);
+        extra.gfn = a;
+        break;
+      case 'grace-period':
+        message = `synchronize_srcu() returned while ${actorName(kvm, a)} was still inside the SRCU read section that was open when the grace period began: a reader of the replaced memslot outlives the grace period`;
+        break;
+      case 'frame-conservation':
+        message =
+          kind === FC_POOL_EMPTY
+            ? `the host frame pool (${a} frames) ran dry: a fault or host operation found no free frame. The pool holds every guest page plus spare groups, so frames leak (references never put)`
+            : `frame-conservation (kind ${kind}, args ${a}, ${b}, ${cc})`;
         break;
       default:
         message = `${name} (kind ${kind}, args ${a}, ${b}, ${cc})`;

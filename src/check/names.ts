@@ -15,6 +15,10 @@ export const INVARIANTS = [
   'selftest-dirty-log',
   /** A kernel BUG_ON / VM_BUG_ON / WARN_ON the model asserts instead of trusting. */
   'kernel-bug',
+  /** Host frames: every refcount explained, no free frame mapped, free + used = the pool. */
+  'frame-conservation',
+  /** synchronize_srcu() returns only after every read section open when it began has ended (rcutorture's check). */
+  'grace-period',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -57,6 +61,8 @@ export const COUNTER_NAMES = [
   'mismatches',
   'selftestRounds',
   'selftestPagesChecked',
+  /** Page migrations and THP collapses refused because a frame had a reference beyond its mappings. */
+  'hostPinnedRefusals',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(

@@ -196,7 +196,8 @@ export function kvmGetDirtyLog(kvm: Kvm, actor: Actor, slot: number, snapshot: I
       dirty += popcount32(mask);
       if (!kvm.proto.harvestNoWp) {
         const start = base + i * 32 + ctz32(mask);
-        const end = base + i * 32 + (31 - Math.clz32(mask)) + 1;
+        // __fls(mask) + 1; the harvest-wp-short bug stops one page early
+        const end = base + i * 32 + (31 - Math.clz32(mask)) + (kvm.proto.harvestWpShort ? 0 : 1);
         stage2WpRange(kvm, actor, start, end);
       }
     }

@@ -90,7 +90,7 @@ export function userMemAbort(
   const ret0 = mmuTopupMemoryCache(kvm, vcpu, KVM_MMU_CACHE_MIN_PAGES, KVM_NR_MEM_OBJS);
   if (ret0 < 0) return ret0;
 
-  const mmuSeq = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
+  let mmuSeq = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
   vcpu.sched.point(SITE['fault.seq']);
 
   const hugetlbfs = hugetlb;
@@ -104,6 +104,9 @@ export function userMemAbort(
   }
   let writable = vcpu.writable;
   vcpu.sched.point(SITE['fault.gfn_to_pfn']);
+  // The seq-after-lookup bug reads the sequence only now, after the lookup
+  // took its reference (the smp_rmb() before gfn_to_pfn_prot() undone).
+  if (p.seqAfterLookup) mmuSeq = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
 
   const device = (Atomics.load(m, kvm.layout.frameFlags + pfn) & FRAME_DEVICE) !== 0;
   if (p.v14) {
@@ -121,7 +124,7 @@ export function userMemAbort(
     forcePteByLogging = true;
     flags |= KVM_S2_FLAG_LOGGING_ACTIVE;
     /* Only actually map the page as writable if this was a write fault. */
-    if (!writeFault) writable = false;
+    if (p.writeFaultMapsReadonly ? writeFault : !writeFault) writable = false;
   }
 
   if (!p.gupUnderMmuLock) kvm.mmuLock.lock(vcpu, LS.fault);
@@ -160,7 +163,8 @@ export function userMemAbort(
     if (p.v14 && writeFault && !p.noMarkDirty) markPageDirty(kvm, vcpu, hugetlbfs ? faultGfn : gfn);
   }
   kvm.mmuLock.unlock(vcpu);
-  if (!device) putPage(kvm, vcpu, pfn); // kvm_release_pfn_clean()
+  // kvm_release_pfn_clean(); the retry-leaks-page bug skips it on the retry path
+  if (!device && !(p.retryLeaksPage && ret === FAULT_RETRY)) putPage(kvm, vcpu, pfn);
   vcpu.sched.point(SITE['fault.done']);
   return ret;
 }
@@ -180,6 +184,7 @@ export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFau
     ret = userMemAbort(kvm, vcpu, gfn, writeFault, permFault, slot, slotFlags(kvm, slot));
   }
   srcuReadUnlock(kvm, vcpu);
+  vcpu.faultResult = ret;
   kvm.count(vcpu, CNT.faults);
   if (ret === FAULT_RETRY) {
     kvm.count(vcpu, CNT.faultRetries);

@@ -43,9 +43,12 @@ export function kvmMmuNotifierInvalidateRangeStart(kvm: Kvm, actor: Actor, hva: 
    * established without taking the mmu_lock and count is also read inside
    * the mmu_lock critical section.
    */
-  Atomics.add(kvm.m, CTRL.MMU_NOTIFIER_COUNT, 1);
+  const late = kvm.proto.countAfterUnlock;
+  if (!late) Atomics.add(kvm.m, CTRL.MMU_NOTIFIER_COUNT, 1);
   kvmUnmapHvaRange(kvm, actor, hva, npages);
   kvm.mmuLock.unlock(actor);
+  // The count-after-unlock bug: the critical section ended one step early.
+  if (late) Atomics.add(kvm.m, CTRL.MMU_NOTIFIER_COUNT, 1);
   srcuReadUnlock(kvm, actor);
   kvm.count(actor, CNT.invalidations);
   kvm.trace(actor, EV['notifier.start'], hva, npages);

@@ -15,24 +15,62 @@ import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
 import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
-import { ROOT_TABLE } from './pgtable.js';
+import { ROOT_TABLE, s2Lookup } from './pgtable.js';
 import { tlbBlockSlot, tlbLocalInvalidate, tlbPageSlot } from './tlb.js';
-import { kvmHandleGuestAbort } from './mmu.js';
+import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
 
-/** Faults one access may take before the vCPU reports it is stuck (the watchdog names it). */
-export const MAX_FAULTS_PER_ACCESS = 1 << 20;
+/**
+ * Faults in a row that change nothing before a vCPU gives an access up and
+ * reports a livelock (`progress`). A fault changes nothing when the page's
+ * stage-2 entry and mmu_notifier_seq are the same after it as before it. A
+ * vCPU legitimately retries while invalidations are in progress, but between
+ * retries it waits for mmu_notifier_count to move, and every invalidation
+ * that ends moves mmu_notifier_seq: overlapping invalidations (at most one
+ * per actor) bound those retries far below this.
+ */
+export const MAX_FAULTS_PER_ACCESS = 1024;
+/**
+ * Faults of one access in all, changing something or not: an entry that
+ * changes under every fault and never lets the access complete (two parties
+ * undoing each other) is a livelock too.
+ */
+export const MAX_FAULTS_PER_ACCESS_TOTAL = 1 << 20;
 
 /** Result of an access that could not complete because the run is ending. */
 export const ACCESS_ABORTED = -2;
+/** Result of an access given up as a livelock (a `progress` violation is recorded). */
+export const ACCESS_LIVELOCK = -3;
+
+/**
+ * What an abandoned access kept faulting on: the low bits of its `progress`
+ * violation's kind (the stage-2 level is at LIVELOCK_LEVEL_SHIFT, the write
+ * bit at LIVELOCK_WRITE, the number of faults in all from LIVELOCK_TOTAL_SHIFT).
+ */
+export const STALL = {
+  /** user_mem_abort() returned -EAGAIN: mmu_notifier_retry() said so. */
+  RETRY: 1,
+  /** user_mem_abort() returned an error (-EFAULT, -ENOMEM). */
+  ERROR: 2,
+  /** The fault returns, but the entry stays read-only for a write. */
+  PERMISSION: 3,
+  /** The fault returns, but nothing stays mapped. */
+  UNMAPPED: 4,
+  /** The entry changes under every fault and the access never completes. */
+  CHURN: 5,
+} as const;
+export const LIVELOCK_LEVEL_SHIFT = 4;
+export const LIVELOCK_WRITE = 1 << 6;
+export const LIVELOCK_TOTAL_SHIFT = 8;
 
 /** frame-use-after-free kinds */
 export const UAF_WRITE = 1;
 
 /**
  * Perform one guest access at gfn. For a write, `value` is stored; returns
- * the value read or written, or ACCESS_ABORTED if the run ended while the
- * access kept faulting.
+ * the value read or written, ACCESS_ABORTED if the run ended while the
+ * access kept faulting, or ACCESS_LIVELOCK if it was given up (a `progress`
+ * violation names the page, the faults and the entry).
  */
 export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, value: number): number {
   const m = kvm.m;
@@ -44,6 +82,7 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
   const blockTag = (gfn >>> 9) + 1;
   const sched = vcpu.sched;
   let missed = false;
+  let stalled = 0;
   for (let faults = 0; ; faults++) {
     Atomics.add(m, seqIdx, 1); // enter the access: odd
     sched.point(SITE['access.tlb']);
@@ -103,8 +142,18 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     // A faulting translation is not kept in this vCPU's TLB.
     tlbLocalInvalidate(kvm, vcpu.id, gfn);
     const permFault = descValid(desc);
+    // What the fault can change: the page's entry, or the notifier sequence
+    // (the host changed memory under it: a retry then is not a stall).
+    const seqBefore = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
+    const leafBefore = s2Leaf(kvm, gfn);
     kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault);
-    if (Atomics.load(m, CTRL.END) !== 0 || faults >= MAX_FAULTS_PER_ACCESS) return ACCESS_ABORTED;
+    if (Atomics.load(m, CTRL.END) !== 0) return ACCESS_ABORTED;
+    if (Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ) !== seqBefore || s2Leaf(kvm, gfn) !== leafBefore) stalled = 0;
+    else stalled++;
+    if (stalled >= MAX_FAULTS_PER_ACCESS || faults + 1 >= MAX_FAULTS_PER_ACCESS_TOTAL) {
+      reportLivelock(kvm, vcpu, gfn, write, stalled, faults + 1);
+      return ACCESS_LIVELOCK;
+    }
     // While an invalidation is in progress every re-execution faults and
     // retries (mmu_notifier_retry): wait for the count to move instead of
     // spinning through faults, which also tells the sim scheduler that this
@@ -112,4 +161,41 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     const count = Atomics.load(m, CTRL.MMU_NOTIFIER_COUNT);
     if (count !== 0) sched.waitWhile(CTRL.MMU_NOTIFIER_COUNT, count, SITE['fault.retry']);
   }
+}
+
+/** The stage-2 leaf descriptor for gfn as a hardware walk reads it (0 when nothing is mapped). */
+function s2Leaf(kvm: Kvm, gfn: number): number {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const d1 = Atomics.load(m, L.tablesBase + ROOT_TABLE * 512 + pgdIndex(gfn));
+  if (!descIsTable(d1)) return 0;
+  const d2 = Atomics.load(m, L.tablesBase + descOa(d1) * 512 + pmdIndex(gfn));
+  if (!descIsTable(d2)) return d2;
+  return Atomics.load(m, L.tablesBase + descOa(d2) * 512 + pteIndex(gfn));
+}
+
+/**
+ * An access given up: a `progress` violation (livelock) naming the vCPU, the
+ * page, the faults, the entry as it stands and what the last fault met.
+ */
+function reportLivelock(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, stalled: number, total: number): void {
+  const leaf = s2Lookup(kvm, gfn);
+  const ret = vcpu.faultResult;
+  let reason: number;
+  let detail = 0;
+  if (ret < 0) {
+    reason = STALL.ERROR;
+    detail = ret;
+  } else if (ret === FAULT_RETRY) {
+    reason = STALL.RETRY;
+    detail = Atomics.load(kvm.m, CTRL.MMU_NOTIFIER_COUNT);
+  } else if (stalled < MAX_FAULTS_PER_ACCESS) {
+    reason = STALL.CHURN;
+  } else if (leaf.level === 0) {
+    reason = STALL.UNMAPPED;
+  } else {
+    reason = STALL.PERMISSION;
+  }
+  const kind = reason | (leaf.level << LIVELOCK_LEVEL_SHIFT) | (write ? LIVELOCK_WRITE : 0) | (Math.min(total, MAX_FAULTS_PER_ACCESS_TOTAL) << LIVELOCK_TOTAL_SHIFT);
+  kvm.violation(INV.progress, vcpu.id, kind, gfn, stalled, leaf.desc, detail);
 }

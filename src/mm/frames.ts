@@ -25,6 +25,9 @@ export const FRAME_KSM = 1 << 3;
 /** Frees that must queue behind a freed frame before it is handed out again (while groups last). */
 export const QUARANTINE_FRAMES = 256;
 
+/** frame-conservation kinds in the violation ring (live). */
+export const FC_POOL_EMPTY = 1;
+
 export function frameRefIdx(kvm: Kvm, f: number): number {
   return kvm.layout.frameRef + f;
 }
@@ -79,7 +82,15 @@ export function allocFrame(kvm: Kvm, actor: Actor): number {
     m[CTRL.FRAME_FIFO_HEAD] = head;
   }
   kvm.zoneLock.unlock(actor);
-  if (f === 0) return 0;
+  if (f === 0) {
+    // The pool holds every guest page plus spare groups: more than any
+    // operation needs at once. Running dry means frames leak (references
+    // never put). Reported once, as frame-conservation.
+    if (Atomics.compareExchange(m, CTRL.FRAME_POOL_EMPTY_REPORTED, 0, 1) === 0) {
+      kvm.violation(INV['frame-conservation'], actor.id, FC_POOL_EMPTY, L.frames - FRAMES_PER_GROUP);
+    }
+    return 0;
+  }
   Atomics.store(m, L.frameData + f, 0);
   Atomics.store(m, L.frameFlags + f, 0);
   Atomics.store(m, L.frameRef + f, 1);
@@ -112,4 +123,22 @@ export function allocGroup(kvm: Kvm, actor: Actor, flags: number): number {
 export function freeFrameCount(kvm: Kvm): number {
   const m = kvm.m;
   return m[CTRL.FRAME_FIFO_TAIL] - m[CTRL.FRAME_FIFO_HEAD] + m[CTRL.GROUP_TOP] * FRAMES_PER_GROUP;
+}
+
+/**
+ * The allocator's free lists: `free(f)` for every frame queued on the FIFO
+ * and for every frame of every free group (a frame listed twice is passed
+ * twice). For the conservation check, on a stopped world.
+ */
+export function forEachFreeFrame(kvm: Kvm, free: (f: number) => void): void {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const head = m[CTRL.FRAME_FIFO_HEAD];
+  const tail = m[CTRL.FRAME_FIFO_TAIL];
+  for (let i = head; i < tail && i - head < L.frames; i++) free(m[L.frameFifo + (i % L.frames)]);
+  const top = m[CTRL.GROUP_TOP];
+  for (let i = 0; i < top && i < L.groups; i++) {
+    const base = m[L.groupStack + i] * FRAMES_PER_GROUP;
+    for (let k = 0; k < FRAMES_PER_GROUP; k++) free(base + k);
+  }
 }

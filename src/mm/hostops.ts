@@ -52,8 +52,10 @@ export function migratePage(kvm: Kvm, actor: Actor, gfn: number): boolean {
   actor.sched.point(SITE['host.op']);
   const v = hpteLock(kvm, actor, gfn);
   const f = v & HPTE_FRAME_MASK;
-  if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB)) !== 0 || frameRef(kvm, f) !== 1) {
+  const movable = (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB)) === 0;
+  if (!movable || frameRef(kvm, f) !== 1) {
     hpteUnlock(kvm, gfn, v);
+    if (movable) kvm.count(actor, CNT.hostPinnedRefusals);
     return false;
   }
   hpteUnlock(kvm, gfn, v);
@@ -61,6 +63,7 @@ export function migratePage(kvm: Kvm, actor: Actor, gfn: number): boolean {
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, 1);
   const v2 = hpteLock(kvm, actor, gfn);
   if (v2 !== v || frameRef(kvm, f) !== 1) {
+    if (v2 === v) kvm.count(actor, CNT.hostPinnedRefusals);
     hpteUnlock(kvm, gfn, v2);
     kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
     return false;
@@ -139,7 +142,10 @@ export function collapseHugePage(kvm: Kvm, actor: Actor, region: number, scratch
   for (let i = 0; i < FRAMES_PER_GROUP && ok; i++) {
     const v = scratch[i];
     const f = v & HPTE_FRAME_MASK;
-    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || frameRef(kvm, f) !== 1 || (frameFlags(kvm, f) & FRAME_KSM) !== 0) ok = false;
+    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || frameRef(kvm, f) !== 1 || (frameFlags(kvm, f) & FRAME_KSM) !== 0) {
+      ok = false;
+      if ((v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & FRAME_KSM) === 0) kvm.count(actor, CNT.hostPinnedRefusals);
+    }
   }
   if (!ok) {
     unlockRegion(kvm, base, scratch);

@@ -63,6 +63,8 @@ export const CTRL = {
   FLUSH_COUNT: 17,
   /** Set when the table pool first ran dry (reported once). */
   POOL_EMPTY_REPORTED: 21,
+  /** Set when the host frame pool first ran dry (reported once, as frame-conservation). */
+  FRAME_POOL_EMPTY_REPORTED: 47,
   /** Migration iteration, read by vCPUs for the dirty_log_test workload. */
   ITERATION: 18,
   /** Bumped whenever STOP, PAUSE_VCPUS or END change: parked actors wait on it. */

@@ -11,6 +11,7 @@
 import type { Kvm } from '../kvm/kvm.js';
 import type { Actor } from './actor.js';
 import { SITE } from './sites.js';
+import { graceBegin, graceEnd } from '../check/grace.js';
 
 /** srcu_read_lock(&kvm->srcu); sections nest (a CoW inside a fault notifies). */
 export function srcuReadLock(kvm: Kvm, actor: Actor): void {
@@ -26,12 +27,16 @@ export function srcuReadUnlock(kvm: Kvm, actor: Actor): void {
 export function synchronizeSrcu(kvm: Kvm, actor: Actor): void {
   const m = kvm.m;
   actor.sched.point(SITE['srcu.sync']);
+  graceBegin(kvm);
   for (let a = 0; a < kvm.layout.nActors; a++) {
     if (a === actor.id) continue;
+    // The srcu-skips-reader bug never waits for the last vCPU's section.
+    if (kvm.proto.srcuSkipsReader && a === kvm.layout.vcpus - 1) continue;
     const idx = kvm.layout.srcuReaders + a;
     const seq = Atomics.load(m, idx);
     if ((seq & 1) === 0) continue;
     // waitWhile may return spuriously (the Sched contract): re-check until the section ended.
     while (Atomics.load(m, idx) === seq) actor.sched.waitWhile(idx, seq, SITE['srcu.sync']);
   }
+  graceEnd(kvm, actor);
 }
