@@ -78,6 +78,7 @@ export interface Protocol {
   wpRangeUnaligned: boolean;
   blockOverTable: boolean;
   gupUnderMmuLock: boolean;
+  flushBeforeClear: boolean;
 }
 
 export interface BugInfo {
@@ -215,6 +216,14 @@ export const BUGS: readonly BugInfo[] = [
     expected: 'progress',
     origin: 'a classic mistake: sleeping lookups under a spinlock',
   },
+  {
+    name: 'flush-before-clear',
+    field: 'flushBeforeClear',
+    description: 'break-before-make in the wrong order: the TLB is flushed before the entry is cleared (dissolve, PTE and PMD replacement), so a walk in between refills the old translation',
+    expected: 'break-before-make',
+    also: ['tlb-coherent'],
+    origin: 'two steps of the protocol swapped',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -257,6 +266,7 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     wpRangeUnaligned: false,
     blockOverTable: false,
     gupUnderMmuLock: false,
+    flushBeforeClear: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

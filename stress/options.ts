@@ -3,7 +3,7 @@
  * and resolved into one object that is written into every report and is
  * enough to replay the run.
  */
-import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -16,6 +16,8 @@ export type SchedKind = (typeof SCHEDS)[number];
 export interface RunOptions {
   scenario: string;
   profile: ProfileName;
+  /** TLB semantics asked for with --arch; null (or absent in older reports): the profile's own. */
+  arch?: Arch | null;
   bugs: string[];
   mode: Mode;
   sched: SchedKind;
@@ -54,6 +56,7 @@ export function defaultOptions(): RunOptions {
   return {
     scenario: 'mixed',
     profile: 'fixed',
+    arch: null,
     bugs: [],
     mode: 'threads',
     sched: 'random',
@@ -89,6 +92,7 @@ function oneOf<T extends string>(flag: string, value: string, allowed: readonly 
 const VALUE_FLAGS = new Set([
   '--scenario',
   '--profile',
+  '--arch',
   '--bug',
   '--mode',
   '--sched',
@@ -111,7 +115,7 @@ const VALUE_FLAGS = new Set([
 ]);
 const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats']);
 
-export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15|fixed] [--bug NAME]...
+export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15|fixed] [--arch armv7|arm64] [--bug NAME]...
              [--mode threads|sim] [--sched random|pct] [--pct-depth D] [--chaos P]
              [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
@@ -150,6 +154,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--profile':
         o.profile = oneOf(arg, value, PROFILES);
+        break;
+      case '--arch':
+        o.arch = oneOf(arg, value, ARCHS);
         break;
       case '--bug':
         if (!BUG_NAMES.includes(value)) throw new ConfigError(arg, `--bug '${value}' is not a known defect; known: ${BUG_NAMES.join(', ')}`);
@@ -236,6 +243,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     guestMem: o.guestMem,
     backing: o.backing,
     profile: o.profile,
+    ...(o.arch ? { arch: o.arch } : {}),
     bugs: o.bugs,
     lock: o.lock,
     lockStats: o.lockStats,
@@ -249,6 +257,7 @@ export function replayCommand(o: RunOptions): string {
     's2stress run',
     `--scenario ${o.scenario}`,
     `--profile ${o.profile}`,
+    ...(o.arch ? [`--arch ${o.arch}`] : []),
     ...o.bugs.map((b) => `--bug ${b}`),
     `--mode ${o.mode}`,
   ];

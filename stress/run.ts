@@ -233,6 +233,7 @@ export function buildReport(
     result: failed || harnessError ? 'fail' : 'pass',
     exitCode: harnessError ? 3 : failed ? 1 : 0,
     config: o,
+    arch: kvm.proto.arch,
     violations: all,
     counters: collectCounters(kvm),
     migration: migrationSummary(kvm),

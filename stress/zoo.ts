@@ -49,6 +49,8 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'wp-range-unaligned': { scenario: 'notifier-storm', backing: 'anon' },
   'block-over-table': { scenario: 'cancel', backing: 'thp' },
   'gup-under-mmu-lock': { scenario: 'notifier-storm', backing: 'anon' },
+  // Dissolves and write-protect faults replace entries: a THP guest under migration.
+  'flush-before-clear': { scenario: 'migrate', backing: 'thp' },
 };
 
 export interface ZooBudget {

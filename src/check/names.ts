@@ -15,6 +15,8 @@ export const INVARIANTS = [
   'selftest-dirty-log',
   /** A kernel BUG_ON / VM_BUG_ON / WARN_ON the model asserts instead of trusting. */
   'kernel-bug',
+  /** Live: entry changes against the TLB flushes that cover them (src/check/bbm.ts). */
+  'break-before-make',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
