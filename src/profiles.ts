@@ -32,6 +32,32 @@ export const KERNEL_INFO: Readonly<Record<KernelProfile, KernelInfo>> = {
   '5.1': { version: 501, arch: 'arm64', description: 'a block over a PMD that holds a PTE table first unmaps the 2 MiB range, then retries; `fixed` names this code' },
 };
 
+/**
+ * What s2stress finds in each profile, with the architecture it runs on by
+ * default and the fix (README, "what s2stress finds"). Kept apart from
+ * KERNEL_INFO so that each finding is one line.
+ */
+export const PROFILE_FINDS: Readonly<Record<KernelProfile, { kernel: string; finds: string }>> = {
+  v14: {
+    kernel: 'v14 patch, Nov 2014, on 3.18',
+    finds:
+      'read faults map writable without marking dirty (migration-equal, selftest-dirty-log; fixed by v15 as merged in 4.0); a block written over a PTE table after cancel leaks the table (table-conservation) and replaces a table by a block without break-before-make (break-before-make; fixed by 3c3736cd32bf, 5.1). With --arch arm64 also: the dissolve flushes the output address (break-before-make, tlb-coherent)',
+  },
+  '4.0': {
+    kernel: 'Linux 4.0',
+    finds: 'block over a PTE table after cancel: leaked table (table-conservation) and a table replaced by a block without break-before-make (break-before-make); fixed by 3c3736cd32bf (5.1)',
+  },
+  '4.5': { kernel: 'Linux 4.5', finds: 'as 4.0' },
+  '4.6': { kernel: 'Linux 4.6', finds: 'as 4.0' },
+  '4.7': {
+    kernel: 'Linux 4.7',
+    finds: 'block over a PTE table after cancel: leaked table (table-conservation), stage-2-only 4 KiB TLB entries left beside the block (break-before-make, tlb-coherent); fixed by 3c3736cd32bf (5.1)',
+  },
+  '4.12': { kernel: 'Linux 4.12', finds: 'as 4.7' },
+  '4.19': { kernel: 'Linux 4.19', finds: 'as 4.7' },
+  '5.1': { kernel: 'Linux 5.1', finds: 'nothing: clean, and every injected defect (--bug) is caught' },
+};
+
 export interface Protocol {
   profile: ProfileName;
   /** The kernel profile `profile` stands for (aliases resolved). */
@@ -84,6 +110,7 @@ export interface Protocol {
   countAfterUnlock: boolean;
   srcuSkipsReader: boolean;
   writeFaultMapsReadonly: boolean;
+  flushBeforeClear: boolean;
 }
 
 export interface BugInfo {
@@ -104,7 +131,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'noTlbiOnDissolve',
     description: 'dissolving a block does not flush the TLB',
     expected: 'tlb-coherent',
-    also: ['frame-use-after-free'],
+    also: ['frame-use-after-free', 'break-before-make'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -173,7 +200,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'harvestNoFlush',
     description: 'harvesting write-protects without flushing the TLB',
     expected: 'migration-equal',
-    also: ['tlb-coherent'],
+    also: ['tlb-coherent', 'break-before-make'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -181,7 +208,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'flushNoWait',
     description: 'a TLB flush returns before vCPUs stop using removed entries',
     expected: 'frame-use-after-free',
-    also: ['migration-equal', 'shadow-equal'],
+    also: ['migration-equal', 'shadow-equal', 'break-before-make'],
     origin: 'DESIGN.md zoo',
   },
   {
@@ -211,7 +238,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'blockOverTable',
     description: 'a block is installed over a PMD that holds a PTE table (the 5.1 fix undone)',
     expected: 'table-conservation',
-    also: ['tlb-coherent'],
+    also: ['tlb-coherent', 'break-before-make'],
     origin: 'Linux 5.1 "Fix handling of stage2 huge mappings"',
   },
   {
@@ -267,6 +294,14 @@ export const BUGS: readonly BugInfo[] = [
     expected: 'progress',
     origin: 'defect class: an inverted condition (a livelock the guest never gets out of)',
   },
+  {
+    name: 'flush-before-clear',
+    field: 'flushBeforeClear',
+    description: 'break-before-make in the wrong order: the TLB is flushed before the entry is cleared (dissolve, PTE and PMD replacement), so a walk in between refills the old translation',
+    expected: 'break-before-make',
+    also: ['tlb-coherent'],
+    origin: 'two steps of the protocol swapped',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -315,6 +350,7 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     countAfterUnlock: false,
     srcuSkipsReader: false,
     writeFaultMapsReadonly: false,
+    flushBeforeClear: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

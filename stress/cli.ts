@@ -14,8 +14,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { ConfigError, PROFILES } from '../src/config.js';
-import { BUGS, PROFILE_INFO } from '../src/profiles.js';
+import { ConfigError, PROFILES, canonicalProfile } from '../src/config.js';
+import { BUGS, KERNEL_INFO, PROFILE_FINDS, PROFILE_INFO } from '../src/profiles.js';
 import { SCENARIOS } from './scenarios.js';
 import { EXIT_CODES_HELP, RUN_FLAGS, RUN_FLAGS_DETAIL, RUN_FLAGS_HELP, type RunOptions, optionsFromReportConfig, parseRunArgs } from './options.js';
 import { SIGNAL_NUMBERS, destroyLivePools, runThreads } from './run.js';
@@ -70,7 +70,10 @@ function listCommand(args: string[], io: Out): number {
       rows = BUGS.map((b) => ({ name: b.name, description: b.description, invariant: b.expected, origin: b.origin }));
       break;
     case 'profiles':
-      rows = PROFILES.map((p) => ({ name: p, description: PROFILE_INFO[p] }));
+      rows = PROFILES.map((p) => {
+        const k = canonicalProfile(p);
+        return { name: p, description: PROFILE_INFO[p], kernel: PROFILE_FINDS[k].kernel, arch: KERNEL_INFO[k].arch, finds: PROFILE_FINDS[k].finds };
+      });
       break;
     default:
       throw new UsageError('list', `list takes scenarios|bugs|profiles, got '${what ?? ''}'`);
@@ -80,7 +83,10 @@ function listCommand(args: string[], io: Out): number {
     const w = Math.max(...rows.map((r) => r.name.length));
     for (const r of rows) {
       const extra = r.invariant ? `  [caught by ${r.invariant}]` : '';
-      io.out(`${r.name.padEnd(w)}  ${r.description}${extra}`);
+      if (r.kernel) {
+        io.out(`${r.name.padEnd(w)}  ${r.kernel}, ${r.arch}: ${r.description}`);
+        io.out(`${''.padEnd(w)}  finds: ${r.finds}`);
+      } else io.out(`${r.name.padEnd(w)}  ${r.description}${extra}`);
     }
   }
   return 0;

@@ -7,7 +7,7 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
-import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -20,6 +20,8 @@ export type SchedKind = (typeof SCHEDS)[number];
 export interface RunOptions {
   scenario: string;
   profile: ProfileName;
+  /** TLB semantics asked for with --arch; null (or absent in older reports): the profile's own. */
+  arch?: Arch | null;
   bugs: string[];
   mode: Mode;
   sched: SchedKind;
@@ -80,6 +82,7 @@ export function defaultOptions(): RunOptions {
   return {
     scenario: 'mixed',
     profile: 'fixed',
+    arch: null,
     bugs: [],
     mode: 'threads',
     sched: 'random',
@@ -129,6 +132,7 @@ interface FlagSpec {
 export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--scenario': { value: true, applies: 'both' },
   '--profile': { value: true, applies: 'both' },
+  '--arch': { value: true, applies: 'both' },
   '--bug': { value: true, applies: 'both' },
   '--mode': { value: true, applies: 'both' },
   '--sched': { value: true, applies: 'sim' },
@@ -158,7 +162,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
 /** Flags that may be given more than once. */
 const REPEATABLE = new Set(['--bug']);
 
-export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15|fixed] [--bug NAME]...
+export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]...
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
@@ -168,7 +172,8 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15
 
 /** What each run flag accepts (s2stress run --help). */
 export const RUN_FLAGS_DETAIL = `  --scenario NAME        ${SCENARIOS.map((s) => s.name).join('|')} (default mixed; s2stress list scenarios)
-  --profile NAME         ${PROFILES.join('|')} (default fixed)
+  --profile NAME         ${PROFILES.join('|')} (default fixed; s2stress list profiles)
+  --arch ARCH            TLB semantics: ${ARCHS.join('|')} (default: the architecture the profile ran on)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)
   --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)
   --vcpus N              ${MIN_VCPUS} to ${MAX_VCPUS} (default 4)
@@ -239,6 +244,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--profile':
         o.profile = oneOf(arg, value, PROFILES);
+        break;
+      case '--arch':
+        o.arch = oneOf(arg, value, ARCHS);
         break;
       case '--bug':
         if (!BUG_NAMES.includes(value)) throw new ConfigError(arg, `--bug '${value}' is not a known defect; known: ${BUG_NAMES.join(', ')}`);
@@ -348,6 +356,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     guestMem: o.guestMem,
     backing: o.backing,
     profile: o.profile,
+    ...(o.arch ? { arch: o.arch } : {}),
     bugs: o.bugs,
     lock: o.lock,
     lockStats: o.lockStats,
@@ -365,6 +374,7 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   const d = defaultOptions();
   const ms = (n: number): string => (pretty ? formatDuration(n) : `${n}ms`);
   const a: string[] = ['--scenario', o.scenario, '--profile', o.profile];
+  if (o.arch) a.push('--arch', o.arch);
   for (const b of o.bugs) a.push('--bug', b);
   a.push('--mode', o.mode);
   // Flags that do not apply to the mode are written only when they differ
@@ -403,6 +413,7 @@ type FieldType = 'string' | 'int' | 'number' | 'boolean' | 'strings';
 const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: string; required: boolean; nullable?: boolean }[] = [
   { field: 'scenario', type: 'string', flag: '--scenario', required: true },
   { field: 'profile', type: 'string', flag: '--profile', required: true },
+  { field: 'arch', type: 'string', flag: '--arch', required: false, nullable: true },
   { field: 'bugs', type: 'strings', flag: '--bug', required: true },
   { field: 'mode', type: 'string', flag: '--mode', required: true },
   { field: 'sched', type: 'string', flag: '--sched', required: false },

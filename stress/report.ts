@@ -36,6 +36,8 @@ export interface Report {
    */
   exitCode: number;
   config: RunOptions;
+  /** The TLB semantics the run had: --arch, else the profile's architecture. */
+  arch: string;
   violations: Violation[];
   counters: Record<string, number>;
   migration: { migrations: number; cancels: number; rounds: number; verifiedPages: number; mismatches: number; selftestRounds: number };
@@ -130,7 +132,7 @@ export function formatSummary(r: Report, so: SummaryOptions = {}): string {
   const lines: string[] = [];
   const o = r.config;
   lines.push(
-    `s2stress ${verdict(r)}: scenario ${o.scenario}, profile ${o.profile}${o.bugs.length ? ` + bugs ${o.bugs.join(',')}` : ''}, ${o.mode} mode, ${o.vcpus} vCPUs, ${formatBytes(o.guestMem)} ${o.backing}, seed ${o.seed}, ${secs.toFixed(1)}s`,
+    `s2stress ${verdict(r)}: scenario ${o.scenario}, profile ${o.profile}${r.arch ? ` (${r.arch})` : ''}${o.bugs.length ? ` + bugs ${o.bugs.join(',')}` : ''}, ${o.mode} mode, ${o.vcpus} vCPUs, ${formatBytes(o.guestMem)} ${o.backing}, seed ${o.seed}, ${secs.toFixed(1)}s`,
   );
   lines.push(
     `  accesses ${fmtNum(c.accesses)} (${fmtNum(c.accesses / secs)}/s), faults ${fmtNum(c.faults)} (${fmtNum(c.faults / secs)}/s, ${fmtNum(c.faultRetries)} retried), TLB hits ${fmtNum(c.tlbHits)}, flushes ${fmtNum(c.tlbFlushes)}`,

@@ -357,6 +357,7 @@ export function buildReport(run: Launched, o: RunOptions, end: RunEnd): Report {
     result: failed || harnessError ? 'fail' : 'pass',
     exitCode,
     config: o,
+    arch: kvm.proto.arch,
     violations: all,
     counters: collectCounters(kvm),
     migration: migrationSummary(kvm),

@@ -60,6 +60,8 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // As wp-before-grace: a fault of the last vCPU that read the old slot must reach mmu_lock after the write-protect.
   'srcu-skips-reader': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2', '--write-pct', '90'] },
   'write-fault-maps-readonly': { scenario: 'migrate', backing: 'anon' },
+  // Dissolves and write-protect faults replace entries: a THP guest under migration.
+  'flush-before-clear': { scenario: 'migrate', backing: 'thp' },
 };
 
 export interface ZooBudget {

@@ -29,6 +29,8 @@ import { actorName } from '../vm.js';
 import type { Actor } from '../sync/actor.js';
 import { LS } from '../sync/locksites.js';
 import { LIVELOCK_LEVEL_SHIFT, LIVELOCK_TOTAL_SHIFT, LIVELOCK_WRITE, STALL, UAF_WRITE } from '../kvm/vcpu.js';
+import { tlbLiveBase } from '../kvm/tlb.js';
+import { describeBbm } from './bbm.js';
 
 export interface Violation {
   invariant: InvariantName;
@@ -197,7 +199,7 @@ export function checkTlbCoherent(kvm: Kvm): Violation[] {
   for (let v = 0; v < L.vcpus; v++) {
     const base = L.tlb + v * L.tlbWords;
     for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) {
-      const tag = Atomics.load(m, base + s * 2);
+      const tag = tlbLiveBase(kvm, Atomics.load(m, base + s * 2));
       if (tag === 0) continue;
       const desc = Atomics.load(m, base + s * 2 + 1);
       const isBlock = s >= L.tlbPageSlots;
@@ -573,6 +575,12 @@ export function liveViolations(kvm: Kvm): Violation[] {
             ? `the host frame pool (${a} frames) ran dry: a fault or host operation found no free frame. The pool holds every guest page plus spare groups, so frames leak (references never put)`
             : `frame-conservation (kind ${kind}, args ${a}, ${b}, ${cc})`;
         break;
+      case 'break-before-make': {
+        const r = describeBbm(kvm, kind, a, b, cc, m[at + 6]);
+        message = r.message;
+        if (r.gfn !== undefined) extra.gfn = r.gfn;
+        break;
+      }
       default:
         message = `${name} (kind ${kind}, args ${a}, ${b}, ${cc})`;
     }

@@ -19,6 +19,8 @@ export const INVARIANTS = [
   'frame-conservation',
   /** synchronize_srcu() returns only after every read section open when it began has ended (rcutorture's check). */
   'grace-period',
+  /** Live: entry changes against the TLB flushes that cover them (src/check/bbm.ts). */
+  'break-before-make',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(

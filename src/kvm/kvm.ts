@@ -9,6 +9,7 @@ import { type Layout, computeLayout, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOL
 import { type Protocol, resolveProtocol } from '../profiles.js';
 import { type SpinLock, TicketLock, TasLock, type LockStatsSink } from '../sync/spinlock.js';
 import type { Actor } from '../sync/actor.js';
+import { bbmOnMmuUnlock, bbmOnSlotsUnlock } from '../check/bbm.js';
 
 export const SHM_MAGIC = 0x53325354; // 'S2ST'
 
@@ -43,6 +44,10 @@ export class Kvm {
     this.zoneLock = new TicketLock(this.m, L.zoneLock);
     this.slotsLock = new TicketLock(this.m, L.slotsLock);
     this.tableLock = new TicketLock(this.m, L.tableLock);
+    // The live break-before-make check: at each mmu_lock release, and at each
+    // slots_lock release for the write-protect paths that flush after it.
+    this.mmuLock.releaseHook = (actor) => bbmOnMmuUnlock(this, actor);
+    this.slotsLock.releaseHook = (actor) => bbmOnSlotsUnlock(this, actor);
   }
 
   static allocate(cfg: ModelConfig): SharedArrayBuffer {

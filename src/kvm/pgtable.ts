@@ -31,6 +31,7 @@ import { LS } from '../sync/locksites.js';
 import { CTRL } from '../shm/layout.js';
 import { CNT, EV, INV } from '../check/names.js';
 import { kvmTlbFlushVmidIpa } from './tlb.js';
+import { bbmOnWrite, bbmPending, setTableInfo } from '../check/bbm.js';
 
 export const ROOT_TABLE = 0;
 export const TABLE_FREE = 0;
@@ -69,6 +70,7 @@ export function initTablePool(kvm: Kvm): void {
   const L = kvm.layout;
   m[L.tableState + ROOT_TABLE] = TABLE_LIVE;
   m[L.tableRef + ROOT_TABLE] = 1;
+  setTableInfo(kvm, ROOT_TABLE, 0, LEVEL_PGD);
   let top = 0;
   for (let t = L.tables - 1; t > ROOT_TABLE; t--) m[L.tableFree + top++] = t;
   m[CTRL.TABLE_FREE_TOP] = top;
@@ -172,14 +174,18 @@ export function freeTable(kvm: Kvm, actor: Actor, t: number): void {
 
 /**
  * kvm_set_pte()/kvm_set_pmd(): the only way an entry is written. Checks the
- * `lock-held` invariant as it happens: the writer must hold mmu_lock.
+ * `lock-held` invariant as it happens: the writer must hold mmu_lock; and
+ * records, for the live `break-before-make` check (src/check/bbm.ts), every
+ * change of a valid entry and every write that follows a clear.
  */
 export function s2Write(kvm: Kvm, actor: Actor, entry: number, desc: number): void {
   actor.sched.point(SITE['pgtable.write']);
-  if (!kvm.mmuLock.heldBy(actor)) {
+  const held = kvm.mmuLock.heldBy(actor);
+  if (!held) {
     kvm.violation(INV['lock-held'], actor.id, 0, entry, desc, kvm.mmuLock.owner());
   }
-  Atomics.store(kvm.m, entry, desc);
+  const old = Atomics.exchange(kvm.m, entry, desc);
+  if (held && (descValid(old) || bbmPending(kvm, actor))) bbmOnWrite(kvm, actor, entry, old, desc);
 }
 
 // ---------------------------------------------------------------- descent
@@ -196,6 +202,7 @@ export function stage2GetPmd(kvm: Kvm, actor: Actor, useCache: boolean, gfn: num
   if (!descValid(desc)) {
     if (!useCache) return -1;
     const t = mmuMemoryCacheAlloc(kvm, actor);
+    setTableInfo(kvm, t, pgdIndex(gfn) << 18, LEVEL_PMD);
     desc = mkTableDesc(t);
     s2Write(kvm, actor, pgd, desc);
     getTablePage(kvm, ROOT_TABLE);
@@ -291,19 +298,38 @@ export function stage2WpRange(kvm: Kvm, actor: Actor, gfn: number, end: number):
 // ------------------------------------------------------ fault-path updates
 
 /**
+ * The "break" of break-before-make: clear the entry, then flush the TLB for
+ * the IPA, as kvm_set_pte(pte, __pte(0)) / pmd_clear(pmd) followed by
+ * kvm_tlb_flush_vmid_ipa(kvm, addr). The flush-before-clear bug swaps the
+ * two: a walk between them refills the old translation.
+ */
+function breakEntry(kvm: Kvm, actor: Actor, entry: number, flushGfn: number): void {
+  if (kvm.proto.flushBeforeClear) {
+    kvmTlbFlushVmidIpa(kvm, actor, flushGfn);
+    s2Write(kvm, actor, entry, 0);
+  } else {
+    s2Write(kvm, actor, entry, 0);
+    kvmTlbFlushVmidIpa(kvm, actor, flushGfn);
+  }
+}
+
+/**
  * stage2_dissolve_pmd(): while logging, clear a huge PMD, flush the TLB for
  * the IPA and drop the PMD table's reference; the caller then maps a page.
+ * Every profile clears before it flushes here (Linux 4.0 to 4.18:
+ * `pmd_clear(pmd); kvm_tlb_flush_vmid_ipa(kvm, addr); put_page(...)`).
  * v14 wrote this inline in stage2_set_pte() and flushed
  * `pmd_pfn(*pmd) << PAGE_SHIFT`: the block's output address, not the IPA.
+ * On ARMv7, where v14 ran, __kvm_tlb_flush_vmid_ipa is TLBIALLIS and
+ * ignores the address, so that is harmless; with arm64 semantics the
+ * stage-2-only entries of the block's IPA survive (`--arch arm64`).
  */
 export function stage2DissolvePmd(kvm: Kvm, actor: Actor, gfn: number, pmd: number): void {
   const desc = Atomics.load(kvm.m, pmd);
   if (!pmdIsBlock(desc)) return;
   kvm.mmuLock.retag(actor, LS.dissolve);
-  s2Write(kvm, actor, pmd, 0);
-  if (!kvm.proto.noTlbiOnDissolve) {
-    kvmTlbFlushVmidIpa(kvm, actor, kvm.proto.v14 ? descOa(desc) : gfn);
-  }
+  if (kvm.proto.noTlbiOnDissolve) s2Write(kvm, actor, pmd, 0);
+  else breakEntry(kvm, actor, pmd, kvm.proto.v14 ? descOa(desc) : gfn);
   if (!kvm.proto.leakOnDissolve) putTablePage(kvm, actor, tableOf(kvm, pmd));
   kvm.count(actor, CNT.dissolves);
   kvm.trace(actor, EV.dissolve, gfn, descOa(desc));
@@ -313,6 +339,15 @@ export function stage2DissolvePmd(kvm: Kvm, actor: Actor, gfn: number, pmd: numb
  * stage2_set_pte(): map one page. `useCache` false is the change_pte path
  * (kvm_set_spte_handler with no cache), which ignores missing levels.
  * Returns 0 or EFAULT (an IOMAP entry that is already present).
+ *
+ * Replacing a present PTE, by profile (`proto.breakBeforeMake`):
+ * - v14 to 4.6, as in Linux 3.18 and 4.0: `old_pte = *pte; kvm_set_pte(pte,
+ *   *new_pte); if (pte_present(old_pte)) kvm_tlb_flush_vmid_ipa(kvm, addr);
+ *   else get_page(virt_to_page(pte));` (write, then flush);
+ * - 4.7 on ("arm/arm64: KVM: Enforce Break-Before-Make on Stage-2 page
+ *   tables"): `if (pte_present(old_pte)) { kvm_set_pte(pte, __pte(0));
+ *   kvm_tlb_flush_vmid_ipa(kvm, addr); } else { get_page(...); }
+ *   kvm_set_pte(pte, *new_pte);` (clear, flush, write).
  */
 export function stage2SetPte(kvm: Kvm, actor: Actor, useCache: boolean, gfn: number, newPte: number, flags: number): number {
   const m = kvm.m;
@@ -331,6 +366,7 @@ export function stage2SetPte(kvm: Kvm, actor: Actor, useCache: boolean, gfn: num
   if (!descValid(pmdDesc)) {
     if (!useCache) return 0; /* ignore calls from kvm_set_spte_hva */
     const t = mmuMemoryCacheAlloc(kvm, actor);
+    setTableInfo(kvm, t, gfn & ~511, LEVEL_PTE);
     pmdDesc = mkTableDesc(t);
     s2Write(kvm, actor, pmd, pmdDesc);
     getTablePage(kvm, tableOf(kvm, pmd));
@@ -354,13 +390,18 @@ export function stage2SetPte(kvm: Kvm, actor: Actor, useCache: boolean, gfn: num
       kvm.count(actor, CNT.skippedSame);
       return 0;
     }
-    s2Write(kvm, actor, pte, 0);
-    kvmTlbFlushVmidIpa(kvm, actor, gfn);
+    if (kvm.proto.breakBeforeMake) {
+      breakEntry(kvm, actor, pte, gfn);
+      s2Write(kvm, actor, pte, newPte);
+    } else {
+      s2Write(kvm, actor, pte, newPte);
+      kvmTlbFlushVmidIpa(kvm, actor, gfn);
+    }
     if (kvm.proto.validPteRefLeak) getTablePage(kvm, pteTable);
   } else {
     getTablePage(kvm, pteTable);
+    s2Write(kvm, actor, pte, newPte);
   }
-  s2Write(kvm, actor, pte, newPte);
   kvm.count(actor, CNT.pteMaps);
   kvm.trace(actor, EV['map.pte'], gfn, newPte);
   return 0;
@@ -368,9 +409,15 @@ export function stage2SetPte(kvm: Kvm, actor: Actor, useCache: boolean, gfn: num
 
 /**
  * stage2_set_pmd_huge(): map a 2 MiB block at the PMD for gfn (aligned).
- * v14/v15 overwrite whatever the PMD held: over a table pointer the PTE table
- * leaks and only this IPA is flushed, leaving stale 4 KiB TLB entries. The
- * `fixed` profile (Linux 5.1) unmaps the whole range first and retries.
+ * v14 to 4.18 overwrite whatever the PMD held: over a table pointer the PTE
+ * table leaks and only this IPA is flushed, leaving stale 4 KiB TLB entries.
+ * The `fixed` profile (Linux 5.1) unmaps the whole range first and retries.
+ * Replacing a present PMD follows the profile as stage2SetPte() does: v14
+ * to 4.6 `kvm_set_pmd(pmd, *new_pmd); if (pmd_present(old_pmd))
+ * kvm_tlb_flush_vmid_ipa(kvm, addr);`, 4.7 on `pmd_clear(pmd);
+ * kvm_tlb_flush_vmid_ipa(kvm, addr);` then `kvm_set_pmd(pmd, *new_pmd)`.
+ * (Those kernels also had `VM_BUG_ON(pmd_present(*pmd) && pmd_pfn(*pmd) !=
+ * pmd_pfn(*new_pmd))`, compiled only with CONFIG_DEBUG_VM; not asserted.)
  */
 export function stage2SetPmdHuge(kvm: Kvm, actor: Actor, gfn: number, newPmd: number): number {
   const m = kvm.m;
@@ -391,12 +438,17 @@ export function stage2SetPmdHuge(kvm: Kvm, actor: Actor, gfn: number, newPmd: nu
         }
         kvm.trace(actor, EV['table.leak'], gfn, descOa(oldPmd));
       }
-      s2Write(kvm, actor, pmd, 0);
-      kvmTlbFlushVmidIpa(kvm, actor, gfn);
+      if (kvm.proto.breakBeforeMake) {
+        breakEntry(kvm, actor, pmd, gfn);
+        s2Write(kvm, actor, pmd, newPmd);
+      } else {
+        s2Write(kvm, actor, pmd, newPmd);
+        kvmTlbFlushVmidIpa(kvm, actor, gfn);
+      }
     } else {
       getTablePage(kvm, tableOf(kvm, pmd));
+      s2Write(kvm, actor, pmd, newPmd);
     }
-    s2Write(kvm, actor, pmd, newPmd);
     kvm.count(actor, CNT.blockMaps);
     kvm.trace(actor, EV['map.block'], gfn, newPmd);
     return 0;

@@ -16,7 +16,7 @@ import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
 import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
 import { ROOT_TABLE, s2Lookup } from './pgtable.js';
-import { tlbBlockSlot, tlbLocalInvalidate, tlbPageSlot } from './tlb.js';
+import { TLB_BASE_MASK, TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbFill, tlbLocalInvalidate, tlbPageSlot, tlbTagLive } from './tlb.js';
 import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
 
@@ -81,22 +81,27 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
   const pageTag = gfn + 1;
   const blockTag = (gfn >>> 9) + 1;
   const sched = vcpu.sched;
+  const genBase = L.tlbGen;
   let missed = false;
   let stalled = 0;
   for (let faults = 0; ; faults++) {
-    Atomics.add(m, seqIdx, 1); // enter the access: odd
+    const seq = Atomics.add(m, seqIdx, 1); // enter the access: odd
     sched.point(SITE['access.tlb']);
     let desc = 0;
     let frame = 0;
-    if (Atomics.load(m, pslot) === pageTag) {
+    const pt = Atomics.load(m, pslot);
+    let bt = 0;
+    if ((pt & TLB_BASE_MASK) === pageTag && tlbTagLive(m, genBase, pt)) {
       desc = Atomics.load(m, pslot + 1);
       frame = descOa(desc);
-    } else if (Atomics.load(m, bslot) === blockTag) {
+    } else if (((bt = Atomics.load(m, bslot)) & TLB_BASE_MASK) === blockTag && tlbTagLive(m, genBase, bt)) {
       desc = Atomics.load(m, bslot + 1);
       frame = descOa(desc) + (gfn & 511);
     } else {
-      // Hardware stage-2 walk; a valid leaf fills the TLB.
+      // Hardware stage-2 walk; a valid leaf fills the TLB, one fill in
+      // TLB_S2_ONLY_ONE_IN as a stage-2-only entry (src/kvm/tlb.ts).
       missed = true;
+      const s2Only = ((seq >>> 1) & (TLB_S2_ONLY_ONE_IN - 1)) === TLB_S2_ONLY_ONE_IN - 1;
       sched.point(SITE['access.walk']);
       const d1 = Atomics.load(m, L.tablesBase + ROOT_TABLE * 512 + pgdIndex(gfn));
       if (descIsTable(d1)) {
@@ -104,16 +109,14 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
         if (pmdIsBlock(d2)) {
           desc = d2;
           frame = descOa(d2) + (gfn & 511);
-          Atomics.store(m, bslot + 1, d2);
-          Atomics.store(m, bslot, blockTag);
+          tlbFill(m, genBase, bslot, blockTag, d2, s2Only);
         } else if (descIsTable(d2)) {
           sched.point(SITE['access.walk']);
           const d3 = Atomics.load(m, L.tablesBase + descOa(d2) * 512 + pteIndex(gfn));
           if (descValid(d3)) {
             desc = d3;
             frame = descOa(d3);
-            Atomics.store(m, pslot + 1, d3);
-            Atomics.store(m, pslot, pageTag);
+            tlbFill(m, genBase, pslot, pageTag, d3, s2Only);
           }
         }
       }

@@ -29,6 +29,18 @@ export const FRAMES_PER_GROUP = PTRS_PER_PMD;
 export const MAX_LOCK_SITES = 16;
 export const LOCK_SITE_WORDS = 16;
 export const N_COUNTERS = 48;
+/** TLB generation words (src/kvm/tlb.ts): stage-1 (combined entries) and all entries. */
+export const TLB_GEN_WORDS = 2;
+/**
+ * Per-actor bookkeeping of the live break-before-make check (src/check/bbm.ts):
+ * a header, the entries changed without a covering flush yet (BBM_PENDING
+ * records of 3 words), the entries changed in the current critical section
+ * (BBM_CHANGED records of 2 words).
+ */
+export const BBM_PENDING = 8;
+export const BBM_CHANGED = 16;
+export const BBM_HEADER_WORDS = 8;
+export const BBM_ACTOR_WORDS = BBM_HEADER_WORDS + BBM_PENDING * 3 + BBM_CHANGED * 2;
 
 /** Control words (indices into `m`). */
 export const CTRL = {
@@ -125,6 +137,12 @@ export interface Layout {
   violations: number;
   trace: number;
   lockStats: number;
+  /** TLB generations (TLB_GEN_WORDS). */
+  tlbGen: number;
+  /** Per table page: the first gfn it maps << 2 | its level (the reverse map the checks use). */
+  tableInfo: number;
+  /** Per-actor break-before-make bookkeeping (BBM_ACTOR_WORDS each). */
+  bbm: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -187,6 +205,9 @@ export function computeLayout(c: ModelConfig): Layout {
   const violations = take(MAX_VIOLATIONS * VIOLATION_WORDS);
   const trace = take(nActors * (1 + TRACE_RING * TRACE_WORDS));
   const lockStats = take(nActors * MAX_LOCK_SITES * LOCK_SITE_WORDS);
+  const tlbGen = take(TLB_GEN_WORDS);
+  const tableInfo = take(tables);
+  const bbm = take(nActors * BBM_ACTOR_WORDS);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -234,6 +255,9 @@ export function computeLayout(c: ModelConfig): Layout {
     violations,
     trace,
     lockStats,
+    tlbGen,
+    tableInfo,
+    bbm,
     words,
     countersF64,
     bytes: words * 4,

@@ -105,6 +105,11 @@ export interface SpinLock {
   tryLock(actor: Actor, site: number): boolean;
   /** Attribute the current hold to another call site (statistics only). */
   retag(actor: Actor, site: number): void;
+  /**
+   * Run by unlock() while the lock is still held, before the release (null:
+   * none). mmu_lock's is the live break-before-make check (src/check/bbm.ts).
+   */
+  releaseHook: ((actor: Actor) => void) | null;
 }
 
 const NS_PER_MS = 1e6;
@@ -142,6 +147,7 @@ abstract class OwnedLock implements SpinLock {
   private hWaitNs = 0.5;
   private hStart = 0.5;
   private hWeight = 0;
+  releaseHook: ((actor: Actor) => void) | null = null;
 
   constructor(
     protected readonly m: Int32Array,
@@ -197,6 +203,8 @@ abstract class OwnedLock implements SpinLock {
 
   unlock(actor: Actor): void {
     if (this.m[this.base + W_OWNER] !== actor.id + 1) throw notOwner(this, actor);
+    const hook = this.releaseHook;
+    if (hook !== null) hook(actor);
     const stats = this.stats;
     if (stats === null || (this.hWeight === 0 && !this.hContended)) {
       this.release();

@@ -19,7 +19,7 @@ import { PTRS_PER_TABLE, descValid, descIsTable, descOa, pgdIndex, pmdIndex } fr
 import { ROOT_TABLE, entryIndex } from '../../src/kvm/pgtable.js';
 import { SLOTW, slotWord } from '../../src/kvm/memslot.js';
 import { CNT, EV, type CounterName, type TraceEventName } from '../../src/check/names.js';
-import { tlbBlockSlot, tlbPageSlot } from '../../src/kvm/tlb.js';
+import { TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbLiveBase, tlbPageSlot } from '../../src/kvm/tlb.js';
 
 export const MiB = 1024 * 1024;
 export const PROFILES = ['v14', 'v15', 'fixed'] as const;
@@ -102,20 +102,32 @@ export function counter(kvm: Kvm, name: CounterName): number {
 /** The descriptor vCPU `v` caches for gfn as a 4 KiB entry, or null. */
 export function tlbPage(kvm: Kvm, v: number, gfn: number): number | null {
   const s = tlbPageSlot(kvm, v, gfn);
-  return Atomics.load(kvm.m, s) === gfn + 1 ? Atomics.load(kvm.m, s + 1) : null;
+  return tlbLiveBase(kvm, Atomics.load(kvm.m, s)) === gfn + 1 ? Atomics.load(kvm.m, s + 1) : null;
 }
 
 /** The descriptor vCPU `v` caches for gfn's 2 MiB block, or null. */
 export function tlbBlock(kvm: Kvm, v: number, gfn: number): number | null {
   const s = tlbBlockSlot(kvm, v, gfn);
-  return Atomics.load(kvm.m, s) === (gfn >>> 9) + 1 ? Atomics.load(kvm.m, s + 1) : null;
+  return tlbLiveBase(kvm, Atomics.load(kvm.m, s)) === (gfn >>> 9) + 1 ? Atomics.load(kvm.m, s + 1) : null;
+}
+
+/**
+ * Make vCPU v's next access attempt that walks fill a stage-2-only TLB entry
+ * (`s2Only` true) or a combined stage-1+2 one: the kind follows the attempt
+ * count in its ACCESS_SEQ word (src/kvm/tlb.ts).
+ */
+export function nextFill(kvm: Kvm, v: number, s2Only: boolean): void {
+  const idx = kvm.actorWord(v, ACTOR.ACCESS_SEQ);
+  const n = TLB_S2_ONLY_ONE_IN;
+  const want = s2Only ? n - 1 : 0;
+  while (((Atomics.load(kvm.m, idx) >>> 1) & (n - 1)) !== want) Atomics.add(kvm.m, idx, 2);
 }
 
 /** Number of occupied TLB slots of vCPU v. */
 export function tlbCount(kvm: Kvm, v: number): number {
   const L = kvm.layout;
   let n = 0;
-  for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) if (kvm.m[L.tlb + v * L.tlbWords + s * 2] !== 0) n++;
+  for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) if (tlbLiveBase(kvm, kvm.m[L.tlb + v * L.tlbWords + s * 2]) !== 0) n++;
   return n;
 }
 
