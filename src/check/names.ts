@@ -15,6 +15,8 @@ export const INVARIANTS = [
   'selftest-dirty-log',
   /** A kernel BUG_ON / VM_BUG_ON / WARN_ON the model asserts instead of trusting. */
   'kernel-bug',
+  /** Every valid stage-2 leaf maps the frame the host maps at that hva, with no more permission. */
+  'stage2-host-coherent',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -57,6 +59,11 @@ export const COUNTER_NAMES = [
   'mismatches',
   'selftestRounds',
   'selftestPagesChecked',
+  'zeroPageFaults',
+  'zeroPageRefsLeaked',
+  'thpPmdSplits',
+  'thpDeferredSplits',
+  'mprotects',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -96,6 +103,10 @@ export const TRACE_EVENTS = [
   'unlock',
   'park',
   'pause',
+  'host.zero',
+  'thp.split_pmd',
+  'thp.deferred_split',
+  'host.mprotect',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(
