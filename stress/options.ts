@@ -44,6 +44,8 @@ export interface RunOptions {
   lockHoldSample: number;
   /** Testing aid: make this actor's worker throw (e.g. vcpu1, hostmm, migrator). */
   crashActor: string | null;
+  /** Fault in anonymous and THP guest RAM at start (QEMU's -mem-prealloc); default: untouched. */
+  memPrealloc: boolean;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -75,6 +77,7 @@ export function defaultOptions(): RunOptions {
     lockStats: true,
     lockHoldSample: 256,
     crashActor: null,
+    memPrealloc: false,
   };
 }
 
@@ -109,14 +112,14 @@ const VALUE_FLAGS = new Set([
   '--crash-actor',
   '--lock-hold-sample',
 ]);
-const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats']);
+const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats', '--mem-prealloc']);
 
 export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15|fixed] [--bug NAME]...
              [--mode threads|sim] [--sched random|pct] [--pct-depth D] [--chaos P]
              [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--check-every TIME] [--watchdog TIME] [--no-lock-stats]
-             [--lock-hold-sample N]`;
+             [--lock-hold-sample N] [--mem-prealloc]`;
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
@@ -134,6 +137,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
     if (BOOL_FLAGS.has(arg)) {
       if (arg === '--quiet') o.quiet = true;
       if (arg === '--no-lock-stats') o.lockStats = false;
+      if (arg === '--mem-prealloc') o.memPrealloc = true;
       continue;
     }
     if (!VALUE_FLAGS.has(arg)) {
@@ -240,6 +244,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     lock: o.lock,
     lockStats: o.lockStats,
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
+    memPrealloc: o.memPrealloc ?? false,
   };
 }
 
@@ -264,5 +269,6 @@ export function replayCommand(o: RunOptions): string {
     o.ops !== null ? `--ops ${o.ops}` : `--duration ${formatDuration(o.durationMs ?? DEFAULT_DURATION_MS)}`,
     `--seed ${o.seed}`,
   );
+  if (o.memPrealloc) parts.push('--mem-prealloc');
   return parts.join(' ');
 }
