@@ -49,6 +49,8 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'wp-range-unaligned': { scenario: 'notifier-storm', backing: 'anon' },
   'block-over-table': { scenario: 'cancel', backing: 'thp' },
   'gup-under-mmu-lock': { scenario: 'notifier-storm', backing: 'anon' },
+  // The host must leave a THP compound and mapped by PTEs (a partial zap): thp-churn does little else.
+  'thp-adjust-compound': { scenario: 'thp-churn', backing: 'thp' },
 };
 
 export interface ZooBudget {

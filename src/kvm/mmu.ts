@@ -47,7 +47,8 @@ export const FAULT_RETRY = 1;
  * (later kernels ask the host page table: get_user_mapping_size()).
  */
 function transparentHugepageAdjust(kvm: Kvm, actor: Actor, gfn: number, frame: number): number {
-  const thp = kvm.proto.thpAdjustNeedsPmdMap ? pageTransCompoundMap(kvm, gfn, frame) : pageTransCompound(kvm, frame);
+  const p = kvm.proto;
+  const thp = p.thpAdjustNeedsPmdMap && !p.thpAdjustCompound ? pageTransCompoundMap(kvm, gfn, frame) : pageTransCompound(kvm, frame);
   if (!thp) return -1;
   const head = frame & ~511;
   if (head !== frame) {

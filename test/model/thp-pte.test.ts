@@ -12,6 +12,8 @@ import { s2Lookup } from '../../src/kvm/pgtable.js';
 import { deferredSplitHugePage, mprotectRange, splitHugePage, splitHugePmd, splitHugePmdOrPage, zapRange } from '../../src/mm/hostops.js';
 import { FRAME_THP, putPage } from '../../src/mm/frames.js';
 import { gfnToPfnProt } from '../../src/mm/hostfault.js';
+import { compareDestination, copyAllPages } from '../../src/check/migration.js';
+import { RAM_SLOT } from '../../src/vm.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_PRESENT, HPTE_WRITE } from '../../src/mm/hostpt.js';
 import { LEVEL_PMD, LEVEL_PTE, descOa, descWritable } from '../../src/arch/stage2.js';
 import { FRAMES_PER_GROUP } from '../../src/shm/layout.js';
@@ -141,6 +143,15 @@ describe('transparent_hugepage_adjust over a THP mapped by PTEs', () => {
     expect(coherent.map((v) => [v.invariant, v.gfn])).toEqual([['stage2-host-coherent', 5]]);
     expect(coherent[0].message).toMatch(/host maps nothing there/);
     expect(checkShadowEqual(kvm).map((v) => v.gfn)).toEqual([5]);
+  });
+
+  it('4.5: a migration then carries the host\'s view: the destination misses what the guest wrote at gfn 5, and migration-equal (which reads the source through the host mapping too) cannot see it; only shadow-equal and stage2-host-coherent do', () => {
+    const { kvm, migrator } = balloonThenWrite('4.5');
+    copyAllPages(kvm, migrator, RAM_SLOT);
+    expect(compareDestination(kvm, migrator, RAM_SLOT).bad).toEqual([]);
+    const wrote = Atomics.load(kvm.m, kvm.layout.shadow + 5);
+    expect(Atomics.load(kvm.m, kvm.layout.dest + 5)).not.toBe(wrote);
+    expect(invariantsOf(checkQuiescent(kvm))).toEqual(['shadow-equal', 'stage2-host-coherent']);
   });
 
   it('4.6: PageTransCompoundMap() is false for a subpage the host maps by a PTE: gfn 9 gets a 4 KiB entry, the write to gfn 5 faults in a fresh page, and everything stays coherent', () => {
