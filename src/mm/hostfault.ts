@@ -94,7 +94,7 @@ export function gfnToPfnProt(kvm: Kvm, actor: Actor, gfn: number, writeFault: bo
     }
     if (writeFault && (v & HPTE_WRITE) === 0) {
       hpteUnlock(kvm, gfn, v);
-      doWpPage(kvm, actor, gfn, v);
+      if (!doWpPage(kvm, actor, gfn, v)) return 0; // VM_FAULT_OOM
       continue;
     }
     getPage(kvm, f);
@@ -171,14 +171,15 @@ function freeGroupFrames(kvm: Kvm, actor: Actor, head: number): void {
  * the clear was a plain ptep_clear_flush()) to 5.1 did; KVM on arm has no
  * invalidate_range callback, so KVM hears start, change_pte and end. The
  * zero page gives no reference back (vm_normal_page() is NULL for it).
- * A huge PMD goes to do_huge_pmd_wp_page().
+ * A huge PMD goes to do_huge_pmd_wp_page(). Returns false when no page
+ * could be allocated (VM_FAULT_OOM), true otherwise (the caller looks again).
  */
-export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): void {
+export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): boolean {
   const m = kvm.m;
   const L = kvm.layout;
   if ((seen & HPTE_HUGE) !== 0) {
     doHugePmdWpPage(kvm, actor, gfn, seen);
-    return;
+    return true;
   }
   const old = seen & HPTE_FRAME_MASK;
   const zero = isZeroPfn(old);
@@ -186,20 +187,20 @@ export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): voi
     // wp_page_reuse()
     const v = hpteLock(kvm, actor, gfn);
     hpteUnlock(kvm, gfn, v === seen ? v | HPTE_WRITE : v);
-    return;
+    return true;
   }
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, 1);
   const v = hpteLock(kvm, actor, gfn);
   if (v !== seen) {
     hpteUnlock(kvm, gfn, v);
     kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
-    return;
+    return true;
   }
   const nf = allocFrame(kvm, actor);
   if (nf === 0) {
     hpteUnlock(kvm, gfn, v);
     kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
-    return;
+    return false;
   }
   Atomics.store(m, L.frameData + nf, zero ? 0 : Atomics.load(m, L.frameData + old));
   const nv = nf | HPTE_PRESENT | HPTE_WRITE;
@@ -208,6 +209,7 @@ export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): voi
   if (!zero) putPage(kvm, actor, old);
   kvm.count(actor, CNT.cowBreaks);
   kvm.trace(actor, EV['host.cow'], gfn, old, nf);
+  return true;
 }
 
 /**
