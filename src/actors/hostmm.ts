@@ -1,8 +1,9 @@
 /**
  * The host kernel's memory management, as an actor: page migration and
  * compaction, THP split and collapse (khugepaged), KSM merge (change_pte),
- * and MADV_DONTNEED zaps (balloon), picked by seeded weights and paced at a
- * configured rate. Every operation preserves content and tells KVM through
+ * MADV_DONTNEED zaps (balloon), and on THP memory the operations on part of
+ * a THP (split_huge_pmd, a partial zap, mprotect of part, the deferred
+ * split), picked by seeded weights and paced at a configured rate. Every operation preserves content and tells KVM through
  * the MMU notifiers.
  */
 import type { Kvm } from '../kvm/kvm.js';

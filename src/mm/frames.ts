@@ -4,6 +4,18 @@
  * one from a FIFO of free 4 KiB frames, so that a freed frame is reused as
  * late as possible (a quarantine, as KASAN keeps one) and a write into a
  * freed frame is caught before the frame has a new owner.
+ *
+ * What a frame's refcount is made of, when no fault or host operation is in
+ * flight (a stopped world):
+ * - an ordinary page: one reference per host entry that maps it (more than
+ *   one only for a KSM page);
+ * - a subpage of a compound THP (FRAME_THP): one, for the compound page,
+ *   whether the host maps it by a PMD, by a PTE, or (since 4.5, after a
+ *   partial unmap) not at all;
+ * - the zero page (ZERO_PFN): 1 + the references KVM leaked
+ *   (zeroPageExpectedRef()); its mappings take none;
+ * - the huge zero page's frames: one each, never freed;
+ * - device frames: not refcounted; free frames: 0.
  */
 import type { Kvm } from '../kvm/kvm.js';
 import type { Actor } from '../sync/actor.js';

@@ -2,7 +2,9 @@
  * Host memory operations that change memory under the guest, each preserving
  * content and each telling KVM through MMU notifiers, as the kernel's mm
  * does: page migration (compaction), THP split and collapse (khugepaged),
- * KSM merge (through change_pte), and MADV_DONTNEED-style zap of a range.
+ * KSM merge (through change_pte), and MADV_DONTNEED-style zap of a range;
+ * and the operations on part of a THP that since Linux 4.5 leave it compound
+ * and mapped by PTEs (split_huge_pmd, mprotect of part, the deferred split).
  *
  * Lock order: host PTE locks (ascending gfn) -> mmu_lock -> zone lock.
  */

@@ -15,7 +15,11 @@ export const HPTE_WRITE = 1 << 25;
 export const HPTE_MIGRATING = 1 << 26;
 /** The ptl, held. */
 export const HPTE_LOCKED = 1 << 27;
-/** Mapped by a host PMD (THP or hugetlb). */
+/**
+ * Mapped by a host PMD (THP or hugetlb): all 512 entries of the region carry
+ * it, each with its own subpage. Without it an entry is a PTE, which since
+ * Linux 4.5 may map a subpage of a THP that is still compound (FRAME_THP).
+ */
 export const HPTE_HUGE = 1 << 28;
 
 /** Backing of each 2 MiB region (the VMA kind). */
