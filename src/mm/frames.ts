@@ -195,7 +195,8 @@ export function initZeroPages(kvm: Kvm): void {
  * get_user_pages() takes a reference on the zero page (follow_page_pte(),
  * FOLL_GET), but kvm_release_pfn_clean() skips reserved pfns, so every fault
  * that met the zero page leaked one reference: every kernel this model
- * profiles did, until 7df003c85218 "KVM: fix overflow of zero page refcount
+ * profiles did (it overflowed in practice once KSM could merge into the zero
+ * page, 4.11), until 7df003c85218 "KVM: fix overflow of zero page refcount
  * with ksm running" (Linux 5.5). Mapping the zero page takes no reference
  * (a special PTE, no rmap): countZeroPageMappings() counts those.
  */
