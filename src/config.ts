@@ -64,6 +64,14 @@ export interface ModelConfig {
   arch?: Arch;
   /** Names of injected defects (the bug zoo). */
   bugs: string[];
+  /**
+   * Anonymous and THP guest RAM faulted in (written) at start, as QEMU's
+   * -mem-prealloc does; false: untouched until the guest or QEMU touches it
+   * (QEMU's default), so a first read maps the zero page. Absent = true (a
+   * world built by hand starts populated). Hugetlb and device memory are
+   * always populated.
+   */
+  memPrealloc?: boolean;
   lock: LockKind;
   /** Keep per-call-site lock statistics. */
   lockStats: boolean;

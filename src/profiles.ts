@@ -111,6 +111,7 @@ export interface Protocol {
   srcuSkipsReader: boolean;
   writeFaultMapsReadonly: boolean;
   flushBeforeClear: boolean;
+  thpAdjustCompound: boolean;
 }
 
 export interface BugInfo {
@@ -302,6 +303,15 @@ export const BUGS: readonly BugInfo[] = [
     also: ['tlb-coherent'],
     origin: 'two steps of the protocol swapped',
   },
+  {
+    name: 'thp-adjust-compound',
+    field: 'thpAdjustCompound',
+    description:
+      'transparent_hugepage_adjust() maps a block because the page is compound (PageTransCompound), not because the host maps it by a PMD: a block over a THP partly unmapped by the host (the 4.6 fix undone)',
+    expected: 'stage2-host-coherent',
+    also: ['shadow-equal'],
+    origin: '127393fbe597 "mm: thp: kvm: fix memory corruption in KVM with THP enabled" (Linux 4.6)',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -351,6 +361,7 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     srcuSkipsReader: false,
     writeFaultMapsReadonly: false,
     flushBeforeClear: false,
+    thpAdjustCompound: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

@@ -21,7 +21,7 @@ import {
   HPTE_PRESENT,
   HPTE_WRITE,
 } from './mm/hostpt.js';
-import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_THP, allocGroup } from './mm/frames.js';
+import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_THP, allocGroup, initZeroPages } from './mm/frames.js';
 
 export const RAM_SLOT = 0;
 export const DEVICE_SLOT = 1;
@@ -51,17 +51,22 @@ export function createVm(cfg: ModelConfig, lockStats: LockStatsSink | null = nul
 
   initTablePool(kvm);
 
-  // Every group free, handed out in ascending order.
+  // Every group free, handed out in ascending order, except the last one:
+  // the huge zero page (frames.ts hugeZeroPfn).
   let top = 0;
-  for (let g = L.groups - 1; g >= 1; g--) m[L.groupStack + top++] = g;
+  for (let g = L.groups - 2; g >= 1; g--) m[L.groupStack + top++] = g;
   m[CTRL.GROUP_TOP] = top;
   m[CTRL.FRAME_FIFO_HEAD] = 0;
   m[CTRL.FRAME_FIFO_TAIL] = 0;
+  initZeroPages(kvm);
 
   const ramRegions = L.ramPages / FRAMES_PER_GROUP;
   for (let r = 0; r < L.regions; r++) {
     const backing = r < ramRegions ? backingOfRegion(cfg.backing, r) : BACKING_DEVICE;
     m[L.regionBacking + r] = backing;
+    // Untouched anonymous memory (QEMU without -mem-prealloc) has no frame
+    // until a fault: a read maps the zero page, a write allocates.
+    if (cfg.memPrealloc === false && (backing === BACKING_ANON || backing === BACKING_THP)) continue;
     const frameFlags =
       backing === BACKING_THP ? FRAME_THP : backing === BACKING_HUGETLB ? FRAME_HUGETLB : backing === BACKING_DEVICE ? FRAME_DEVICE : 0;
     const g = allocGroup(kvm, setup, frameFlags);

@@ -59,6 +59,8 @@ export interface RunOptions {
    * scheduling step, as an interrupted run did (replay of an interrupted run).
    */
   stopStep?: number | null;
+  /** Fault in anonymous and THP guest RAM at start (QEMU's -mem-prealloc); default: untouched. */
+  memPrealloc: boolean;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -107,6 +109,7 @@ export function defaultOptions(): RunOptions {
     lockHoldSample: 256,
     crashActor: null,
     stopStep: null,
+    memPrealloc: false,
   };
 }
 
@@ -154,6 +157,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--check-steps': { value: true, applies: 'sim' },
   '--watchdog': { value: true, applies: 'threads' },
   '--no-lock-stats': { value: false, applies: 'both' },
+  '--mem-prealloc': { value: false, applies: 'both' },
   '--lock-hold-sample': { value: true, applies: 'both' },
   '--crash-actor': { value: true, applies: 'both' },
   '--stop-step': { value: true, applies: 'sim' },
@@ -166,7 +170,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
-             [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR]
+             [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
@@ -191,6 +195,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        ${SCENARIOS.map((s) =>
   --verbose              also print a crashed worker's stack
   --wide                 every lock_stat column (the default table fits 120 columns)
   --no-lock-stats        keep no lock statistics
+  --mem-prealloc         fault guest RAM in at start (QEMU -mem-prealloc); default: untouched, first reads map the zero page
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
@@ -229,6 +234,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       if (arg === '--verbose') o.verbose = true;
       if (arg === '--wide') o.wide = true;
       if (arg === '--no-lock-stats') o.lockStats = false;
+      if (arg === '--mem-prealloc') o.memPrealloc = true;
       continue;
     }
     if (value === undefined) {
@@ -361,6 +367,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     lock: o.lock,
     lockStats: o.lockStats,
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
+    memPrealloc: o.memPrealloc ?? false,
   };
 }
 
@@ -395,6 +402,7 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   if (o.checkEverySteps !== d.checkEverySteps) a.push('--check-steps', String(o.checkEverySteps));
   if (o.watchdogMs !== d.watchdogMs) a.push('--watchdog', ms(o.watchdogMs));
   if (!o.lockStats) a.push('--no-lock-stats');
+  if (o.memPrealloc) a.push('--mem-prealloc');
   if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
   if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
   if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
@@ -431,6 +439,7 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'checkEverySteps', type: 'int', flag: '--check-steps', required: false },
   { field: 'watchdogMs', type: 'number', flag: '--watchdog', required: false },
   { field: 'lockStats', type: 'boolean', flag: '--no-lock-stats', required: false },
+  { field: 'memPrealloc', type: 'boolean', flag: '--mem-prealloc', required: false },
   { field: 'lockHoldSample', type: 'int', flag: '--lock-hold-sample', required: false },
   { field: 'crashActor', type: 'string', flag: '--crash-actor', required: false, nullable: true },
   { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },

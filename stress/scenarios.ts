@@ -89,6 +89,17 @@ export const SCENARIOS: readonly ScenarioSpec[] = [
     precopyRounds: 64,
     migrationGapMs: 0,
   },
+  {
+    name: 'thp-churn',
+    description:
+      'the host reshapes THPs under a running guest, no migration: split_huge_pmd, MADV_DONTNEED and mprotect of part of a THP, deferred splits, khugepaged (with --backing thp: the 4.5 block over a THP mapped by PTEs)',
+    migrator: 'idle',
+    hostOpsPerSec: -1,
+    hostOps: { migrate: 10, split: 10, collapse: 20, ksm: 10, zap: 10, splitPmd: 20, thpZap: 30, mprotect: 20, deferredSplit: 10 },
+    patterns: ['hot', 'uniform'],
+    precopyRounds: 0,
+    migrationGapMs: 0,
+  },
 ];
 
 export function findScenario(name: string): ScenarioSpec | undefined {

@@ -13,6 +13,17 @@ export interface HostOpsWeights {
   collapse: number;
   ksm: number;
   zap: number;
+  /**
+   * Operations on part of a THP, which since Linux 4.5 leave it mapped by
+   * PTEs and still compound (src/mm/hostops.ts): split_huge_pmd() alone, a
+   * MADV_DONTNEED of part of it, mprotect() of part of it, and the deferred
+   * split of such a THP. Absent: derived from `split` and `zap`
+   * (src/actors/hostmm.ts). Drawn only when the guest has THP memory.
+   */
+  splitPmd?: number;
+  thpZap?: number;
+  mprotect?: number;
+  deferredSplit?: number;
 }
 
 export interface ActorParams {

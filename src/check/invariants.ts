@@ -20,7 +20,7 @@ import {
   pmdIsBlock,
 } from '../arch/stage2.js';
 import { ROOT_TABLE, TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG } from '../kvm/pgtable.js';
-import { HPTE_FRAME_MASK, HPTE_PRESENT } from '../mm/hostpt.js';
+import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
 import { FC_POOL_EMPTY, FRAME_DEVICE, forEachFreeFrame, freeFrameCount } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
 import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
@@ -437,6 +437,7 @@ function checkTables(kvm: Kvm): Violation[] {
     ...checkTlbCoherent(kvm),
     ...checkFramesMappedAreLive(kvm),
     ...checkFrameConservation(kvm),
+    ...checkStage2HostCoherent(kvm),
   ];
 }
 
@@ -450,6 +451,7 @@ export function checkQuiescent(kvm: Kvm): Violation[] {
     ...checkFramesMappedAreLive(kvm),
     ...checkFrameConservation(kvm),
     ...checkLockFree(kvm),
+    ...checkStage2HostCoherent(kvm),
   ];
 }
 
@@ -593,3 +595,61 @@ export function liveViolations(kvm: Kvm): Violation[] {
   return out;
 }
 
+
+/**
+ * stage2-host-coherent: the secondary MMU follows the primary one. Every
+ * valid stage-2 leaf, each of a block's 512 pages, maps the frame the host
+ * page table maps at that hva (hva page == gfn in this model), with no more
+ * permission than the host entry gives. The MMU notifiers exist to keep this
+ * true: a change of the host entry is bracketed by invalidate_range_start/end
+ * (or announced by change_pte), and a fault maps only what mmu_notifier_retry()
+ * says is still current. While an invalidation is in progress the stage-2
+ * side may lag the host (its range is being unmapped), so the check is
+ * skipped when mmu_notifier_count is not 0; at a stop-the-world point it is 0
+ * unless an invalidation never ended (a lock-held violation then).
+ * A block over a THP the host maps partly by PTEs, with some subpages
+ * unmapped or remapped (the 4.5 profile), breaks it: the guest reads and
+ * writes memory the host no longer has at that address.
+ */
+export function checkStage2HostCoherent(kvm: Kvm): Violation[] {
+  const c = new Collector('stage2-host-coherent');
+  const m = kvm.m;
+  const L = kvm.layout;
+  if (Atomics.load(m, CTRL.MMU_NOTIFIER_COUNT) !== 0) return c.done();
+  const leaf = (gfn: number, d: number, level: number, first: number): boolean => {
+    const frame = descOa(d) + (gfn - first);
+    const h = Atomics.load(m, L.hpte + gfn);
+    const what = `stage-2 ${level === LEVEL_PMD ? `${describeDesc(d, LEVEL_PMD)} over gfn ${first}..${first + 511}` : describeDesc(d, LEVEL_PTE)} maps gfn ${gfn} to frame ${frame}`;
+    if ((h & HPTE_PRESENT) === 0) {
+      c.add(`${what}, but the host maps nothing there${(h & HPTE_MIGRATING) !== 0 ? ' (a migration entry)' : ''}: the guest uses memory the host has unmapped`, { gfn });
+      return false;
+    }
+    const hf = h & HPTE_FRAME_MASK;
+    if (hf !== frame) {
+      c.add(`${what}, but the host maps frame ${hf}${(h & HPTE_HUGE) !== 0 ? ' by a PMD' : ' by a PTE'}: guest and host see different memory at that address`, { gfn });
+      return false;
+    }
+    if (descWritable(d) && (h & HPTE_WRITE) === 0) {
+      c.add(`${what} writable, but the host maps it read-only: the guest may write what the host write-protected`, { gfn });
+      return false;
+    }
+    return true;
+  };
+  const walk = (table: number, level: number, firstGfn: number): void => {
+    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    for (let i = 0; i < PTRS_PER_TABLE; i++) {
+      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      if (!descValid(d)) continue;
+      const first = firstGfn + i * span;
+      if (level < LEVEL_PTE && descIsTable(d)) {
+        walk(descOa(d), level + 1, first);
+        continue;
+      }
+      const n = level === LEVEL_PMD && pmdIsBlock(d) ? 512 : 1;
+      // One report per leaf: the first page of a block that disagrees.
+      for (let k = 0; k < n; k++) if (!leaf(first + k, d, n === 512 ? LEVEL_PMD : LEVEL_PTE, first)) break;
+    }
+  };
+  walk(ROOT_TABLE, 1, 0);
+  return c.done();
+}

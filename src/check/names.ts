@@ -21,6 +21,8 @@ export const INVARIANTS = [
   'grace-period',
   /** Live: entry changes against the TLB flushes that cover them (src/check/bbm.ts). */
   'break-before-make',
+  /** Every valid stage-2 leaf maps the frame the host maps at that hva, with no more permission. */
+  'stage2-host-coherent',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -65,6 +67,11 @@ export const COUNTER_NAMES = [
   'selftestPagesChecked',
   /** Page migrations and THP collapses refused because a frame had a reference beyond its mappings. */
   'hostPinnedRefusals',
+  'zeroPageFaults',
+  'zeroPageRefsLeaked',
+  'thpPmdSplits',
+  'thpDeferredSplits',
+  'mprotects',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -104,6 +111,10 @@ export const TRACE_EVENTS = [
   'unlock',
   'park',
   'pause',
+  'host.zero',
+  'thp.split_pmd',
+  'thp.deferred_split',
+  'host.mprotect',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

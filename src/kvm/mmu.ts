@@ -24,7 +24,7 @@ import { gfnToMemslot, kvmGetLoggingState, markPageDirty, memslotIsLogging, slot
 import { srcuReadLock, srcuReadUnlock } from '../sync/srcu.js';
 import { gfnToPfnProt } from '../mm/hostfault.js';
 import { BACKING_HUGETLB, regionBacking } from '../mm/hostpt.js';
-import { FRAME_DEVICE, FRAME_THP, getPage, putPage } from '../mm/frames.js';
+import { FRAME_DEVICE, getPage, isZeroPfn, kvmIsReservedPfn, pageTransCompound, pageTransCompoundMap, putPage } from '../mm/frames.js';
 
 /** user_mem_abort() returned without mapping: mmu_notifier_retry said so. */
 export const FAULT_RETRY = 1;
@@ -34,16 +34,40 @@ export const FAULT_RETRY = 1;
  * head frame (moving the reference) and return the 2 MiB aligned gfn; -1 when
  * it is not. Safe because mmu_notifier_retry() passed under mmu_lock: a THP
  * that starts to split blocks in the notifier first.
+ *
+ * Which THP: until Linux 4.5 it tested PageTransCompound(), and a compound
+ * page was always mapped by a host PMD (splitting the PMD split the page).
+ * The 4.5 THP refcounting rework let the host map a compound page by PTEs
+ * (a partial MADV_DONTNEED, mprotect() of part of it, split_huge_pmd()
+ * alone), so the test no longer meant that the host maps the whole 2 MiB:
+ * a block went over subpages the host had unmapped or remapped, and guest
+ * and host stopped seeing the same memory. 127393fbe597 "mm: thp: kvm: fix
+ * memory corruption in KVM with THP enabled" (4.6) tests
+ * PageTransCompoundMap(): the host maps this subpage through a huge PMD
+ * (later kernels ask the host page table: get_user_mapping_size()).
  */
-function transparentHugepageAdjust(kvm: Kvm, actor: Actor, frame: number): number {
-  const flags = Atomics.load(kvm.m, kvm.layout.frameFlags + frame);
-  if ((flags & FRAME_THP) === 0) return -1;
+function transparentHugepageAdjust(kvm: Kvm, actor: Actor, gfn: number, frame: number): number {
+  const p = kvm.proto;
+  const thp = p.thpAdjustNeedsPmdMap && !p.thpAdjustCompound ? pageTransCompoundMap(kvm, gfn, frame) : pageTransCompound(kvm, frame);
+  if (!thp) return -1;
   const head = frame & ~511;
   if (head !== frame) {
     putPage(kvm, actor, frame);
     getPage(kvm, head);
   }
   return head;
+}
+
+/**
+ * kvm_release_pfn_clean(): give back the lookup's reference, unless the pfn
+ * is reserved (kvm_is_reserved_pfn()): device memory has none, and the zero
+ * page's is leaked, as every kernel of these profiles did (frames.ts
+ * zeroPageExpectedRef; fixed by 7df003c85218 in 5.5). The leak is counted so
+ * that the zero page's refcount stays explainable.
+ */
+function kvmReleasePfnClean(kvm: Kvm, actor: Actor, pfn: number): void {
+  if (!kvmIsReservedPfn(kvm, pfn)) putPage(kvm, actor, pfn);
+  else if (isZeroPfn(pfn)) kvm.count(actor, CNT.zeroPageRefsLeaked);
 }
 
 /**
@@ -137,7 +161,7 @@ export function userMemAbort(
     // logging into force_pte. The thp-while-logging bug ignores logging here.
     const loggingForbidsBlock = p.v14 ? logging : forcePteByLogging;
     if (!hugetlb && !forcePte && (!loggingForbidsBlock || p.thpWhileLogging)) {
-      const head = transparentHugepageAdjust(kvm, vcpu, pfn);
+      const head = transparentHugepageAdjust(kvm, vcpu, gfn, pfn);
       if (head >= 0) {
         pfn = head;
         faultGfn = gfn & ~511;
@@ -164,7 +188,7 @@ export function userMemAbort(
   }
   kvm.mmuLock.unlock(vcpu);
   // kvm_release_pfn_clean(); the retry-leaks-page bug skips it on the retry path
-  if (!device && !(p.retryLeaksPage && ret === FAULT_RETRY)) putPage(kvm, vcpu, pfn);
+  if (!(p.retryLeaksPage && ret === FAULT_RETRY)) kvmReleasePfnClean(kvm, vcpu, pfn);
   vcpu.sched.point(SITE['fault.done']);
   return ret;
 }

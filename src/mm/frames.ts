@@ -4,16 +4,35 @@
  * one from a FIFO of free 4 KiB frames, so that a freed frame is reused as
  * late as possible (a quarantine, as KASAN keeps one) and a write into a
  * freed frame is caught before the frame has a new owner.
+ *
+ * What a frame's refcount is made of, when no fault or host operation is in
+ * flight (a stopped world):
+ * - an ordinary page: one reference per host entry that maps it (more than
+ *   one only for a KSM page);
+ * - a subpage of a compound THP (FRAME_THP): one, for the compound page,
+ *   whether the host maps it by a PMD, by a PTE, or (since 4.5, after a
+ *   partial unmap) not at all;
+ * - the zero page (ZERO_PFN): 1 + the references KVM leaked
+ *   (zeroPageExpectedRef()); its mappings take none;
+ * - the huge zero page's frames: one each, never freed;
+ * - device frames: not refcounted; free frames: 0.
  */
 import type { Kvm } from '../kvm/kvm.js';
 import type { Actor } from '../sync/actor.js';
 import { CTRL, FRAMES_PER_GROUP } from '../shm/layout.js';
 import { LS } from '../sync/locksites.js';
 import { SITE } from '../sync/sites.js';
-import { INV } from '../check/names.js';
+import { CNT, INV } from '../check/names.js';
+import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_PRESENT } from './hostpt.js';
 import { KBUG } from '../kvm/pgtable.js';
 
-/** Part of a transparent huge page (PageTransCompoundMap). */
+/**
+ * Part of a compound transparent huge page (PageTransCompound). Whether the
+ * host maps it by a PMD or by PTEs is the host page table's business
+ * (HPTE_HUGE); since Linux 4.5 a THP can be PTE-mapped and stay compound.
+ * Each subpage frame holds one reference for its compound page, mapped or
+ * not, until the compound page is split or freed (hostops.ts).
+ */
 export const FRAME_THP = 1 << 0;
 /** Part of a hugetlbfs page. */
 export const FRAME_HUGETLB = 1 << 1;
@@ -141,4 +160,113 @@ export function forEachFreeFrame(kvm: Kvm, free: (f: number) => void): void {
     const base = m[L.groupStack + i] * FRAMES_PER_GROUP;
     for (let k = 0; k < FRAMES_PER_GROUP; k++) free(base + k);
   }
+}
+// ---------------------------------------------------------------- zero pages
+
+/**
+ * The shared zero page (ZERO_PAGE(), empty_zero_page): what a read fault on
+ * untouched anonymous memory maps (do_anonymous_page), read-only, content
+ * always 0. It is PageReserved, so KVM takes no reference it gives back
+ * (see zeroPageExpectedRef).
+ */
+export const FRAME_ZERO = 1 << 4;
+/** PageReserved(): never freed; kvm_is_reserved_pfn() is true for it. */
+export const FRAME_RESERVED = 1 << 5;
+
+/** The zero page is frame 1: group 0 is never handed out (frame 0 means "none"). */
+export const ZERO_PFN = 1;
+
+/**
+ * The huge zero page (huge_zero_page, mm/huge_memory.c): a compound 2 MiB
+ * page of zeros, mapped read-only by a PMD on a read fault of an untouched
+ * THP range (do_huge_pmd_anonymous_page). The model keeps it in the last
+ * 2 MiB group, set aside at VM creation (the kernel allocates it on first
+ * use and keeps it while it is mapped). Its frames are FRAME_THP |
+ * FRAME_ZERO, one reference each for the compound page, never freed; it is
+ * not reserved, so KVM's references come back (kvm_release_pfn_clean).
+ */
+export function hugeZeroPfn(kvm: Kvm): number {
+  return (kvm.layout.groups - 1) * FRAMES_PER_GROUP;
+}
+
+/** is_zero_pfn() */
+export function isZeroPfn(f: number): boolean {
+  return f === ZERO_PFN;
+}
+
+/** is_huge_zero_page() of the compound page holding frame f. */
+export function isHugeZeroFrame(kvm: Kvm, f: number): boolean {
+  return f - (f % FRAMES_PER_GROUP) === hugeZeroPfn(kvm);
+}
+
+/**
+ * Set both zero pages up (createVm). The huge zero page's group must already
+ * be kept out of the group stack (createVm pushes groups 1 .. groups-2).
+ */
+export function initZeroPages(kvm: Kvm): void {
+  const m = kvm.m;
+  const L = kvm.layout;
+  Atomics.store(m, L.frameData + ZERO_PFN, 0);
+  Atomics.store(m, L.frameFlags + ZERO_PFN, FRAME_ZERO | FRAME_RESERVED);
+  Atomics.store(m, L.frameRef + ZERO_PFN, 1);
+  const hz = hugeZeroPfn(kvm);
+  for (let i = 0; i < FRAMES_PER_GROUP; i++) {
+    Atomics.store(m, L.frameData + hz + i, 0);
+    Atomics.store(m, L.frameFlags + hz + i, FRAME_THP | FRAME_ZERO);
+    Atomics.store(m, L.frameRef + hz + i, 1);
+  }
+}
+
+/**
+ * The zero page's refcount, exactly, when no fault is in flight (a stopped
+ * world): 1 for the reservation, plus one for every time KVM looked it up.
+ * get_user_pages() takes a reference on the zero page (follow_page_pte(),
+ * FOLL_GET), but kvm_release_pfn_clean() skips reserved pfns, so every fault
+ * that met the zero page leaked one reference: every kernel this model
+ * profiles did (it overflowed in practice once KSM could merge into the zero
+ * page, 4.11), until 7df003c85218 "KVM: fix overflow of zero page refcount
+ * with ksm running" (Linux 5.5). Mapping the zero page takes no reference
+ * (a special PTE, no rmap): countZeroPageMappings() counts those.
+ */
+export function zeroPageExpectedRef(kvm: Kvm): number {
+  return 1 + kvm.counter(CNT.zeroPageRefsLeaked);
+}
+
+/** Host PTEs that map the zero page (they hold no reference on it). */
+export function countZeroPageMappings(kvm: Kvm): number {
+  const m = kvm.m;
+  const L = kvm.layout;
+  let n = 0;
+  for (let gfn = 0; gfn < L.pages; gfn++) {
+    const v = Atomics.load(m, L.hpte + gfn);
+    if ((v & HPTE_PRESENT) !== 0 && (v & HPTE_FRAME_MASK) === ZERO_PFN) n++;
+  }
+  return n;
+}
+
+/** kvm_is_reserved_pfn(): device memory (no struct page) and PageReserved pages. */
+export function kvmIsReservedPfn(kvm: Kvm, f: number): boolean {
+  return (Atomics.load(kvm.m, kvm.layout.frameFlags + f) & (FRAME_DEVICE | FRAME_RESERVED)) !== 0;
+}
+
+// ------------------------------------------------------------ compound pages
+
+/** PageTransCompound(): the frame is part of a compound THP (the huge zero page included). */
+export function pageTransCompound(kvm: Kvm, f: number): boolean {
+  return (Atomics.load(kvm.m, kvm.layout.frameFlags + f) & FRAME_THP) !== 0;
+}
+
+/**
+ * PageTransCompoundMap() (include/linux/page-flags.h, 127393fbe597): the
+ * frame is part of a compound THP and its own _mapcount is -1, i.e. no PTE
+ * maps this subpage: the primary MMU maps the whole compound page through a
+ * huge PMD. One process maps guest memory in this model, and a compound
+ * subpage is only ever mapped at its own hva, so that is: the host entry at
+ * `gfn` maps the frame through the PMD. Only meaningful where split_huge_pmd()
+ * cannot run from under the caller (mmu_notifier_retry() passed, mmu_lock held).
+ */
+export function pageTransCompoundMap(kvm: Kvm, gfn: number, f: number): boolean {
+  if (!pageTransCompound(kvm, f)) return false;
+  const v = Atomics.load(kvm.m, kvm.layout.hpte + gfn);
+  return (v & HPTE_PRESENT) !== 0 && (v & HPTE_HUGE) !== 0 && (v & HPTE_FRAME_MASK) === f;
 }

@@ -2,7 +2,9 @@
  * Host memory operations that change memory under the guest, each preserving
  * content and each telling KVM through MMU notifiers, as the kernel's mm
  * does: page migration (compaction), THP split and collapse (khugepaged),
- * KSM merge (through change_pte), and MADV_DONTNEED-style zap of a range.
+ * KSM merge (through change_pte), and MADV_DONTNEED-style zap of a range;
+ * and the operations on part of a THP that since Linux 4.5 leave it compound
+ * and mapped by PTEs (split_huge_pmd, mprotect of part, the deferred split).
  *
  * Lock order: host PTE locks (ascending gfn) -> mmu_lock -> zone lock.
  */
@@ -16,15 +18,18 @@ import {
   BACKING_THP,
   HPTE_FRAME_MASK,
   HPTE_HUGE,
+  HPTE_LOCKED,
   HPTE_MIGRATING,
   HPTE_PRESENT,
   HPTE_WRITE,
   hpteLock,
   hpteUnlock,
+  lockPmdExpect,
   regionBacking,
+  unlockPmdSet,
 } from './hostpt.js';
-import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_KSM, FRAME_THP, allocFrame, allocGroup, getPage, putPage } from './frames.js';
-import { setPteAtNotifyAndUnlock } from './hostfault.js';
+import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_KSM, FRAME_THP, FRAME_ZERO, allocFrame, allocGroup, getPage, isHugeZeroFrame, isZeroPfn, putPage } from './frames.js';
+import { setPteAtNotifyAndUnlock, splitHugeZeroPmd } from './hostfault.js';
 import {
   kvmMmuNotifierInvalidateRangeEnd,
   kvmMmuNotifierInvalidateRangeStart,
@@ -52,7 +57,7 @@ export function migratePage(kvm: Kvm, actor: Actor, gfn: number): boolean {
   actor.sched.point(SITE['host.op']);
   const v = hpteLock(kvm, actor, gfn);
   const f = v & HPTE_FRAME_MASK;
-  const movable = (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB)) === 0;
+  const movable = (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB | FRAME_THP | FRAME_ZERO)) === 0;
   if (!movable || frameRef(kvm, f) !== 1) {
     hpteUnlock(kvm, gfn, v);
     if (movable) kvm.count(actor, CNT.hostPinnedRefusals);
@@ -108,7 +113,7 @@ export function splitHugePage(kvm: Kvm, actor: Actor, region: number, scratch: I
   if ((Atomics.load(m, L.hpte + base) & HPTE_HUGE) === 0) return false;
   actor.sched.point(SITE['host.op']);
   lockRegion(kvm, actor, base, scratch);
-  if ((scratch[0] & HPTE_HUGE) === 0) {
+  if ((scratch[0] & HPTE_HUGE) === 0 || isHugeZeroFrame(kvm, scratch[0] & HPTE_FRAME_MASK)) {
     unlockRegion(kvm, base, scratch);
     return false;
   }
@@ -139,14 +144,18 @@ export function collapseHugePage(kvm: Kvm, actor: Actor, region: number, scratch
   actor.sched.point(SITE['host.op']);
   lockRegion(kvm, actor, base, scratch);
   let ok = true;
+  let used = 0;
   for (let i = 0; i < FRAMES_PER_GROUP && ok; i++) {
     const v = scratch[i];
     const f = v & HPTE_FRAME_MASK;
-    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || frameRef(kvm, f) !== 1 || (frameFlags(kvm, f) & FRAME_KSM) !== 0) {
+    if (noneOrZero(v)) continue; // khugepaged_max_ptes_none (default 511): collapsed as zeros
+    used++;
+    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || frameRef(kvm, f) !== 1 || (frameFlags(kvm, f) & (FRAME_KSM | FRAME_THP)) !== 0) {
       ok = false;
-      if ((v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & FRAME_KSM) === 0) kvm.count(actor, CNT.hostPinnedRefusals);
+      if ((v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_KSM | FRAME_THP)) === 0) kvm.count(actor, CNT.hostPinnedRefusals);
     }
   }
+  if (used === 0) ok = false;
   if (!ok) {
     unlockRegion(kvm, base, scratch);
     return false;
@@ -159,17 +168,17 @@ export function collapseHugePage(kvm: Kvm, actor: Actor, region: number, scratch
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, base, FRAMES_PER_GROUP);
   for (let i = 0; i < FRAMES_PER_GROUP; i++) {
     const f = scratch[i] & HPTE_FRAME_MASK;
-    Atomics.store(m, L.frameData + g + i, Atomics.load(m, L.frameData + f));
+    if (!noneOrZero(scratch[i])) Atomics.store(m, L.frameData + g + i, Atomics.load(m, L.frameData + f));
   }
   for (let i = 0; i < FRAMES_PER_GROUP; i++) {
-    const old = scratch[i] & HPTE_FRAME_MASK;
+    const old = noneOrZero(scratch[i]) ? 0 : scratch[i] & HPTE_FRAME_MASK;
     scratch[i] = (g + i) | HPTE_PRESENT | HPTE_WRITE | HPTE_HUGE;
     // the old frame's reference moves to the caller below
     scratch[FRAMES_PER_GROUP + i] = old;
   }
   unlockRegion(kvm, base, scratch);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, base, FRAMES_PER_GROUP);
-  for (let i = 0; i < FRAMES_PER_GROUP; i++) putPage(kvm, actor, scratch[FRAMES_PER_GROUP + i]);
+  for (let i = 0; i < FRAMES_PER_GROUP; i++) if (scratch[FRAMES_PER_GROUP + i] !== 0) putPage(kvm, actor, scratch[FRAMES_PER_GROUP + i]);
   kvm.count(actor, CNT.thpCollapses);
   kvm.trace(actor, EV['thp.collapse'], base, g);
   return true;
@@ -182,7 +191,7 @@ function ksmRegion(backing: number): boolean {
 
 function ksmCandidate(kvm: Kvm, v: number): boolean {
   const f = v & HPTE_FRAME_MASK;
-  return (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_HUGETLB | FRAME_THP)) === 0;
+  return (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_HUGETLB | FRAME_THP | FRAME_ZERO)) === 0;
 }
 
 /** write_protect_page(): make the host PTE read-only inside a notifier pair. */
@@ -240,9 +249,12 @@ export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean 
 /**
  * MADV_DONTNEED (zap_page_range) of [gfn, gfn + npages), which may cross into
  * the next 2 MiB region (an unaligned range over two PMDs), over anon or THP
- * regions (a THP is split first). The guest gave the pages away (balloon),
- * so their shadow becomes SHADOW_DISCARDED, set while the notifier pair keeps
- * every fault on them retrying. Refaults allocate fresh zeroed frames.
+ * regions. A huge PMD is split first (zap_pmd_range(): split_huge_pmd() since
+ * Linux 4.5, so the THP stays compound and its zapped subpages stay allocated
+ * in it; split_huge_page_pmd(), which splits the page, before). The guest
+ * gave the pages away (balloon), so their shadow becomes SHADOW_DISCARDED,
+ * set while the notifier pair keeps every fault on them retrying. Refaults
+ * map the zero page (a read) or fresh zeroed frames (a write).
  */
 export function zapRange(kvm: Kvm, actor: Actor, gfn: number, npages: number, scratch: Int32Array): boolean {
   const m = kvm.m;
@@ -255,7 +267,7 @@ export function zapRange(kvm: Kvm, actor: Actor, gfn: number, npages: number, sc
     if (backing !== BACKING_ANON && backing !== BACKING_THP) return false;
   }
   for (let r = first; r <= last; r++) {
-    if ((Atomics.load(m, L.hpte + (r << 9)) & HPTE_HUGE) !== 0) splitHugePage(kvm, actor, r, scratch);
+    if ((Atomics.load(m, L.hpte + (r << 9)) & HPTE_HUGE) !== 0) splitHugePmdOrPage(kvm, actor, r, scratch);
   }
   actor.sched.point(SITE['host.op']);
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, npages);
@@ -268,11 +280,189 @@ export function zapRange(kvm: Kvm, actor: Actor, gfn: number, npages: number, sc
     }
     Atomics.store(m, L.shadow + gfn + i, SHADOW_DISCARDED);
     hpteUnlock(kvm, gfn + i, 0);
-    scratch[i] = (v & HPTE_PRESENT) !== 0 ? v & HPTE_FRAME_MASK : 0;
+    scratch[i] = zapPteFrame(kvm, v);
   }
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, npages);
-  for (let i = 0; i < npages; i++) if (scratch[i] !== 0) putPage(kvm, actor, scratch[i]);
+  for (let i = 0; i < npages; i++) if (scratch[i] > 0) putPage(kvm, actor, scratch[i]);
+  for (let i = 0; i < npages; i++) if (scratch[i] < 0 && (i === npages - 1 || ((gfn + i + 1) & 511) === 0 || scratch[i + 1] !== scratch[i] - 1)) freeIfUnmappedCompound(kvm, actor, (gfn + i) & ~511, -scratch[i] & ~511);
   kvm.count(actor, CNT.zaps);
   kvm.trace(actor, EV['host.zap'], gfn, npages);
+  return true;
+}
+
+// ------------------------------------------- THP mapped by PTEs (Linux 4.5)
+
+/** A none entry, or one that maps the zero page: khugepaged's none_or_zero. */
+function noneOrZero(v: number): boolean {
+  return (v & HPTE_PRESENT) === 0 ? (v & HPTE_MIGRATING) === 0 : isZeroPfn(v & HPTE_FRAME_MASK);
+}
+
+/**
+ * zap_pte_range() of one entry, decided under its lock: the frame whose
+ * reference the unmap gives back (> 0), nothing (0), or minus the frame of a
+ * compound THP's subpage (< 0). The zero page has no reference to give back
+ * (vm_normal_page() is NULL for it). A compound subpage is only unmapped
+ * (page_remove_rmap(); the THP goes on the deferred split queue): it stays
+ * allocated, with its reference, as part of the compound page until that
+ * page is split (deferredSplitHugePage) or wholly unmapped
+ * (freeIfUnmappedCompound).
+ */
+function zapPteFrame(kvm: Kvm, v: number): number {
+  if ((v & HPTE_PRESENT) === 0) return 0;
+  const f = v & HPTE_FRAME_MASK;
+  if (isZeroPfn(f)) return 0;
+  if ((frameFlags(kvm, f) & FRAME_THP) !== 0) return -f;
+  return f;
+}
+
+/**
+ * Take over the end (split or free) of the compound page at `head`: clear
+ * the head's FRAME_THP. Exactly one caller wins.
+ */
+function claimCompound(kvm: Kvm, head: number): boolean {
+  return Atomics.compareExchange(kvm.m, kvm.layout.frameFlags + head, FRAME_THP, 0) === FRAME_THP;
+}
+
+/**
+ * The last unmap of a compound THP frees it whole (free_compound_page()):
+ * when no entry of its region maps any of its subpages, every subpage's
+ * reference (held for the compound page) goes. Subpage i can only be mapped
+ * at base + i, and an entry that stopped mapping a compound subpage never
+ * maps one again, so a compound seen wholly unmapped stays so.
+ */
+function freeIfUnmappedCompound(kvm: Kvm, actor: Actor, base: number, head: number): void {
+  const m = kvm.m;
+  const L = kvm.layout;
+  for (let i = 0; i < FRAMES_PER_GROUP; i++) {
+    const v = Atomics.load(m, L.hpte + base + i);
+    if ((v & HPTE_PRESENT) !== 0 && (v & HPTE_FRAME_MASK) === head + i) return;
+  }
+  if (!claimCompound(kvm, head)) return;
+  for (let i = 0; i < FRAMES_PER_GROUP; i++) {
+    Atomics.and(m, L.frameFlags + head + i, ~FRAME_THP);
+    putPage(kvm, actor, head + i);
+  }
+}
+
+/**
+ * The compound THP of a region the host maps by PTEs: its head frame, or 0.
+ * A region holds at most one (khugepaged does not collapse over a compound
+ * page), and its subpage i can only be mapped at base + i.
+ */
+function pteMappedCompound(kvm: Kvm, base: number): number {
+  const m = kvm.m;
+  for (let i = 0; i < FRAMES_PER_GROUP; i++) {
+    const v = Atomics.load(m, kvm.layout.hpte + base + i);
+    if ((v & HPTE_PRESENT) === 0 || (v & HPTE_HUGE) !== 0) continue;
+    const f = v & HPTE_FRAME_MASK;
+    if ((frameFlags(kvm, f) & (FRAME_THP | FRAME_ZERO)) === FRAME_THP && f % FRAMES_PER_GROUP === i) return f - i;
+  }
+  return 0;
+}
+
+/**
+ * split_huge_pmd() (Linux 4.5, __split_huge_pmd()): the host PMD of a THP
+ * becomes 512 PTEs over the same subpages, each with the PMD's permission
+ * (__split_huge_pmd_locked()), inside invalidate_range_start/end of the
+ * 2 MiB; the page stays compound. The huge zero page's PMD becomes PTEs of
+ * the small zero page. Returns true if the PMD was split.
+ */
+export function splitHugePmd(kvm: Kvm, actor: Actor, region: number): boolean {
+  const m = kvm.m;
+  const base = region * FRAMES_PER_GROUP;
+  if (regionBacking(kvm, base) !== BACKING_THP) return false;
+  const v = Atomics.load(m, kvm.layout.hpte + base) & ~HPTE_LOCKED;
+  if ((v & HPTE_PRESENT) === 0 || (v & HPTE_HUGE) === 0) return false;
+  const head = v & HPTE_FRAME_MASK;
+  if (isHugeZeroFrame(kvm, head)) return splitHugeZeroPmd(kvm, actor, base);
+  const flags = v & ~HPTE_FRAME_MASK;
+  actor.sched.point(SITE['host.op']);
+  kvmMmuNotifierInvalidateRangeStart(kvm, actor, base, FRAMES_PER_GROUP);
+  const ok = lockPmdExpect(kvm, actor, base, head, flags);
+  if (ok) unlockPmdSet(kvm, base, head, flags & ~HPTE_HUGE);
+  kvmMmuNotifierInvalidateRangeEnd(kvm, actor, base, FRAMES_PER_GROUP);
+  if (ok) {
+    kvm.count(actor, CNT.thpPmdSplits);
+    kvm.trace(actor, EV['thp.split_pmd'], base, head);
+  }
+  return ok;
+}
+
+/**
+ * What an operation on part of a PMD-mapped THP does to it first: since
+ * Linux 4.5 split_huge_pmd() (the page stays compound, mapped by PTEs);
+ * before, split_huge_page_pmd(), which splits the page itself
+ * (split_huge_page()). Either way a huge zero PMD becomes zero-page PTEs.
+ */
+export function splitHugePmdOrPage(kvm: Kvm, actor: Actor, region: number, scratch: Int32Array): boolean {
+  if (kvm.proto.thpPteMappedCompound) return splitHugePmd(kvm, actor, region);
+  const base = region * FRAMES_PER_GROUP;
+  if (isHugeZeroFrame(kvm, Atomics.load(kvm.m, kvm.layout.hpte + base) & HPTE_FRAME_MASK)) return splitHugeZeroPmd(kvm, actor, base);
+  return splitHugePage(kvm, actor, region, scratch);
+}
+
+/**
+ * split_huge_page() of a compound THP the host maps by PTEs, as the deferred
+ * split shrinker does under memory pressure (deferred_split_scan(), Linux
+ * 4.5): inside invalidate_range_start/end of the 2 MiB (freeze_page() puts
+ * migration entries in place of the mapped subpages), the mapped subpages
+ * become ordinary pages and the unmapped ones are freed. Before 4.5 no THP
+ * is mapped by PTEs, so there is nothing to do.
+ */
+export function deferredSplitHugePage(kvm: Kvm, actor: Actor, region: number, scratch: Int32Array): boolean {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const base = region * FRAMES_PER_GROUP;
+  if (regionBacking(kvm, base) !== BACKING_THP) return false;
+  if (pteMappedCompound(kvm, base) === 0) return false;
+  actor.sched.point(SITE['host.op']);
+  kvmMmuNotifierInvalidateRangeStart(kvm, actor, base, FRAMES_PER_GROUP);
+  lockRegion(kvm, actor, base, scratch);
+  const head = pteMappedCompound(kvm, base);
+  let freed = 0;
+  if (head !== 0 && claimCompound(kvm, head)) {
+    for (let i = 0; i < FRAMES_PER_GROUP; i++) {
+      Atomics.and(m, L.frameFlags + head + i, ~FRAME_THP);
+      const v = scratch[i];
+      if ((v & HPTE_PRESENT) === 0 || (v & HPTE_FRAME_MASK) !== head + i) scratch[FRAMES_PER_GROUP + freed++] = head + i;
+    }
+  }
+  unlockRegion(kvm, base, scratch);
+  kvmMmuNotifierInvalidateRangeEnd(kvm, actor, base, FRAMES_PER_GROUP);
+  if (head === 0) return false;
+  for (let i = 0; i < freed; i++) putPage(kvm, actor, scratch[FRAMES_PER_GROUP + i]);
+  kvm.count(actor, CNT.thpDeferredSplits);
+  kvm.trace(actor, EV['thp.deferred_split'], base, head, freed);
+  return true;
+}
+
+/**
+ * mprotect(PROT_READ) of [gfn, gfn + npages), then mprotect(PROT_READ |
+ * PROT_WRITE) back, within one 2 MiB region of anon or THP memory. A range
+ * that does not cover a huge PMD splits it first (vma_adjust_trans_huge()
+ * at the new VMA's edges, change_pmd_range(): split_huge_pmd() since 4.5,
+ * split_huge_page_pmd() before). change_protection() write-protects the
+ * PTEs inside invalidate_range_start/end of the range. Making the range
+ * writable again leaves private anonymous PTEs read-only (no
+ * dirty_accountable): the next write fault reuses each page in place
+ * (do_wp_page() -> wp_page_reuse()).
+ */
+export function mprotectRange(kvm: Kvm, actor: Actor, gfn: number, npages: number, scratch: Int32Array): boolean {
+  const m = kvm.m;
+  const L = kvm.layout;
+  if (npages < 1 || npages >= FRAMES_PER_GROUP || (gfn & 511) + npages > FRAMES_PER_GROUP || gfn + npages > L.ramPages) return false;
+  const backing = regionBacking(kvm, gfn);
+  if (backing !== BACKING_ANON && backing !== BACKING_THP) return false;
+  if ((Atomics.load(m, L.hpte + (gfn & ~511)) & HPTE_HUGE) !== 0) splitHugePmdOrPage(kvm, actor, gfn >>> 9, scratch);
+  actor.sched.point(SITE['host.op']);
+  kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, npages);
+  for (let i = 0; i < npages; i++) {
+    const v = hpteLock(kvm, actor, gfn + i);
+    const keep = (v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0;
+    hpteUnlock(kvm, gfn + i, keep ? v : v & ~HPTE_WRITE);
+  }
+  kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, npages);
+  kvm.count(actor, CNT.mprotects);
+  kvm.trace(actor, EV['host.mprotect'], gfn, npages);
   return true;
 }
