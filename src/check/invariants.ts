@@ -21,7 +21,7 @@ import {
 } from '../arch/stage2.js';
 import { ROOT_TABLE, TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG } from '../kvm/pgtable.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
-import { FC_POOL_EMPTY, FRAME_DEVICE, forEachFreeFrame, freeFrameCount } from '../mm/frames.js';
+import { FC_POOL_EMPTY, FRAME_DEVICE, FRAME_THP, ZERO_PFN, forEachFreeFrame, freeFrameCount, zeroPageExpectedRef } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
 import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
 import { INV, INVARIANTS, type InvariantName } from './names.js';
@@ -317,6 +317,8 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
     const h = Atomics.load(m, L.hpte + gfn);
     if ((h & HPTE_PRESENT) === 0) continue;
     const f = h & HPTE_FRAME_MASK;
+    // The zero page: reserved, outside the pool; its mappings hold no reference.
+    if (f === ZERO_PFN) continue;
     if (f < first || f >= L.frames) {
       c.add(`the host maps gfn ${gfn} to frame ${f}, outside the pool`, { gfn });
       continue;
@@ -335,6 +337,19 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
     }
     if (ref > 0) used++;
     const n = mapped[f];
+    if ((Atomics.load(m, L.frameFlags + f) & FRAME_THP) !== 0) {
+      // A subpage of a compound THP (the huge zero page's included): one
+      // reference for the compound page, whether the host maps it by a PMD,
+      // by a PTE or (since 4.5, after a partial unmap) not at all; and one
+      // hva maps it at most (src/mm/frames.ts).
+      if (ref === 1 && n <= 1) continue;
+      c.add(
+        ref === 1
+          ? `THP subpage frame ${f} is mapped ${n} times by the host${mappers(kvm, f, n)}: a compound subpage is mapped at its own hva only`
+          : `THP subpage frame ${f} has refcount ${ref}, expected 1 (the compound page's)${mappers(kvm, f, n)}: ${ref > 1 ? 'a leaked get_page' : 'a reference put too often'}`,
+      );
+      continue;
+    }
     if (ref === n && ref > 0) continue;
     if (ref <= 0 && n === 0) {
       c.add(`frame ${f} has refcount ${ref} but is on no free list: lost to the pool`);
@@ -346,6 +361,10 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
       c.add(`frame ${f} has refcount ${ref} but the host maps it ${n} time${n === 1 ? '' : 's'}${mappers(kvm, f, n)}: a reference was put too often, the frame is freed while mapped`);
     }
   }
+  // The zero page: 1 for the reservation + every reference KVM's lookups leaked (zeroPageExpectedRef()).
+  const zref = Atomics.load(m, L.frameRef + ZERO_PFN);
+  const zwant = zeroPageExpectedRef(kvm);
+  if (zref !== zwant) totals.add(`the zero page has refcount ${zref}, expected ${zwant} (1 + the references get_user_pages() took and kvm_release_pfn_clean() skips)`);
   if (freeCount + used !== pool) totals.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
 
   // Stage 2: every leaf frame (a block's 512) is the host's frame at that page, and not free.
