@@ -2,7 +2,8 @@
  * The THP-mapped-by-PTEs corruption along the kernel's timeline, in whole
  * runs (sim mode, thp-churn, THP backing): 4.5 is caught by
  * stage2-host-coherent on every seed tried; 4.0 (before the THP refcounting
- * rework), 4.6 (127393fbe597) and later pass the very same seeds.
+ * rework; only its write-then-flush hazard may be reported), 4.6
+ * (127393fbe597) and later pass the very same seeds.
  */
 import { describe, expect, it } from 'vitest';
 import { run, why } from '../harness/util.js';
@@ -16,7 +17,8 @@ describe('THP mapped by PTEs, profile by profile', () => {
       const r = await run([...ARGS, '--profile', '4.5', '--seed', String(seed)]);
       expect(r.result, why(r)).toBe('fail');
       expect(r.exitCode, why(r)).toBe(1);
-      expect(r.violations[0].invariant, why(r)).toBe('stage2-host-coherent');
+      // frame-conservation sees the same stale block from the frames' side.
+      expect(r.violations.map((v) => v.invariant), why(r)).toContain('stage2-host-coherent');
     }
   }, 120_000);
 
@@ -24,7 +26,14 @@ describe('THP mapped by PTEs, profile by profile', () => {
     it(`${profile} passes the same seeds, with the host operations on part of a THP done`, async () => {
       for (const seed of SEEDS) {
         const r = await run([...ARGS, '--profile', profile, '--seed', String(seed)]);
-        expect(r.result, why(r)).toBe('pass');
+        if (profile === '4.0') {
+          // 4.0 wrote, then flushed: a changed output address without
+          // break-before-make is a real architectural hazard of that code
+          // (reported by break-before-make), not the THP corruption.
+          expect(r.violations.filter((v) => v.invariant !== 'break-before-make'), why(r)).toEqual([]);
+        } else {
+          expect(r.result, why(r)).toBe('pass');
+        }
         const c = r.counters as Record<string, number>;
         expect(c.zaps + c.mprotects, why(r)).toBeGreaterThan(0);
         // 4.5 and later split the PMD alone; 4.0 splits the page.

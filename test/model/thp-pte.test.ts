@@ -152,7 +152,8 @@ describe('transparent_hugepage_adjust over a THP mapped by PTEs', () => {
     expect(compareDestination(kvm, migrator, RAM_SLOT).bad).toEqual([]);
     const wrote = Atomics.load(kvm.m, kvm.layout.shadow + 5);
     expect(Atomics.load(kvm.m, kvm.layout.dest + 5)).not.toBe(wrote);
-    expect(invariantsOf(checkQuiescent(kvm))).toEqual(['shadow-equal', 'stage2-host-coherent']);
+    // frame-conservation sees the stale block from the frames' side too.
+    expect(invariantsOf(checkQuiescent(kvm))).toEqual(['shadow-equal', 'frame-conservation', 'stage2-host-coherent']);
   });
 
   it('4.6: PageTransCompoundMap() is false for a subpage the host maps by a PTE: gfn 9 gets a 4 KiB entry, the write to gfn 5 faults in a fresh page, and everything stays coherent', () => {
@@ -286,7 +287,9 @@ describe('frames under THP churn', () => {
       // 4.5 may have mapped a block over a partly unmapped THP, and (without
       // 5.1's unmap-before-block) over the PTE table of its 4 KiB entries;
       // nothing else may go wrong.
-      const allowed = profile === '4.5' ? ['stage2-host-coherent', 'shadow-equal', 'table-conservation'] : [];
+      // Before 4.7 an entry was written, then flushed: break-before-make
+      // reports that hazard when a block replaces a table.
+      const allowed = profile === '4.5' ? ['stage2-host-coherent', 'shadow-equal', 'table-conservation', 'frame-conservation', 'break-before-make'] : [];
       expect(found.filter((x) => !allowed.includes(x.invariant)), `seed ${seed}`).toEqual([]);
       expect(counter(kvm, 'thpCollapses') + counter(kvm, 'thpDeferredSplits') + counter(kvm, 'thpSplits'), `seed ${seed}`).toBeGreaterThan(0);
 

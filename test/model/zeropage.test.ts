@@ -197,8 +197,9 @@ describe('huge zero page: untouched THP memory', () => {
     const { kvm, host, vcpus } = untouched({ backing: 'thp' });
     const [v0] = vcpus;
     guestAccess(kvm, v0, 30, false, 0);
-    let last = 0;
-    for (let g = allocGroup(kvm, host, 0); g !== 0; g = allocGroup(kvm, host, 0)) last = g;
+    const taken: number[] = [];
+    for (let g = allocGroup(kvm, host, 0); g !== 0; g = allocGroup(kvm, host, 0)) taken.push(g);
+    const last = taken.pop()!;
     for (let i = 0; i < FRAMES_PER_GROUP; i++) putPage(kvm, host, last + i); // 4 KiB frames are left
 
     guestAccess(kvm, v0, 30, true, wval(v0));
@@ -207,6 +208,8 @@ describe('huge zero page: untouched THP memory', () => {
     expect(hostFrame(kvm, 30)).not.toBe(ZERO_PFN);
     expect([hpte(kvm, 29), hpte(kvm, 31)]).toEqual([ZERO_PFN | HPTE_PRESENT, ZERO_PFN | HPTE_PRESENT]);
     expect([counter(kvm, 'thpPmdSplits'), counter(kvm, 'changePte')]).toEqual([1, 1]);
+    // Give back the groups this test took (frame-conservation would name them).
+    for (const g of taken) for (let i = 0; i < FRAMES_PER_GROUP; i++) putPage(kvm, host, g + i);
     clean(kvm);
   });
 
