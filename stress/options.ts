@@ -167,7 +167,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
 /** What each run flag accepts (s2stress run --help). */
-export const RUN_FLAGS_DETAIL = `  --scenario NAME        ${SCENARIOS.map((s) => s.name).join('|')} (default mixed; s2stress list scenarios)
+export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stress list scenarios names and describes each)
   --profile NAME         ${PROFILES.join('|')} (default fixed)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)
   --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)
