@@ -175,7 +175,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
 /** What each run flag accepts (s2stress run --help). */
-export const RUN_FLAGS_DETAIL = `  --scenario NAME        ${SCENARIOS.map((s) => s.name).join('|')} (default mixed; s2stress list scenarios)
+export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stress list scenarios names and describes each)
   --profile NAME         ${PROFILES.join('|')} (default fixed; s2stress list profiles)
   --arch ARCH            TLB semantics: ${ARCHS.join('|')} (default: the architecture the profile ran on)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)

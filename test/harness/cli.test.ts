@@ -120,6 +120,13 @@ describe('help and usage', () => {
     });
   }
 
+  it('the usage fits 120 columns', async () => {
+    for (const args of [['help'], ['run', '--help'], ['zoo', '--help']]) {
+      const r = await inproc(args);
+      for (const l of r.out.split('\n')) expect(l.length, l).toBeLessThanOrEqual(120);
+    }
+  });
+
   it('no command prints usage on stderr and exits 2', async () => {
     const r = await inproc([]);
     expect(r.code).toBe(2);

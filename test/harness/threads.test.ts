@@ -7,9 +7,12 @@
 import { describe, expect, it } from 'vitest';
 import { firstFailure, median, run, why } from './util.js';
 
-const SHORT = ['--guest-mem', '16M', '--vcpus', '2', '--ops', '6000', '--check-every', '100ms'];
-/** Runs measured in work (guest accesses; a run also completes one migration or cancel), not in time: the same on a busy machine. */
-const WORK = ['--guest-mem', '16M', '--vcpus', '2', '--ops', '400000'];
+// Runs measured in work (guest accesses; a run also completes one migration
+// or cancel), not in time. The watchdog is a stall in wall-clock time: on a
+// busy machine (load average 40 on 2 cores) a thread can wait many seconds
+// for a core, so these runs of the clean profile tolerate a minute.
+const SHORT = ['--guest-mem', '16M', '--vcpus', '2', '--ops', '6000', '--check-every', '100ms', '--watchdog', '1m'];
+const WORK = ['--guest-mem', '16M', '--vcpus', '2', '--ops', '400000', '--watchdog', '1m'];
 /** A hang guard only: 50 runs take ~1 min on a quiet machine, far more on a busy one. */
 const LOOP_TIMEOUT_MS = 1_800_000;
 
