@@ -3,7 +3,7 @@
  * and resolved into one object that is written into every report and is
  * enough to replay the run.
  */
-import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -44,6 +44,8 @@ export interface RunOptions {
   lockHoldSample: number;
   /** Testing aid: make this actor's worker throw (e.g. vcpu1, hostmm, migrator). */
   crashActor: string | null;
+  /** Bytes a long stage-2 walk covers between cond_resched_lock() calls (1 GiB, down to 2 MiB). */
+  reschedGranule: number;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -75,6 +77,7 @@ export function defaultOptions(): RunOptions {
     lockStats: true,
     lockHoldSample: 256,
     crashActor: null,
+    reschedGranule: RESCHED_GRANULE_DEFAULT,
   };
 }
 
@@ -108,6 +111,7 @@ const VALUE_FLAGS = new Set([
   '--watchdog',
   '--crash-actor',
   '--lock-hold-sample',
+  '--resched-granule',
 ]);
 const BOOL_FLAGS = new Set(['--quiet', '--no-lock-stats']);
 
@@ -116,7 +120,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile v14|v15
              [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--check-every TIME] [--watchdog TIME] [--no-lock-stats]
-             [--lock-hold-sample N]`;
+             [--lock-hold-sample N] [--resched-granule SIZE]`;
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
@@ -210,6 +214,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--lock-hold-sample':
         o.lockHoldSample = parseIntFlag(arg, value, 1, 65536);
         break;
+      case '--resched-granule':
+        o.reschedGranule = parseSize(arg, value);
+        break;
       case '--crash-actor':
         if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN, hostmm or migrator, got '${value}'`);
         o.crashActor = value;
@@ -240,6 +247,9 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     lock: o.lock,
     lockStats: o.lockStats,
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
+    reschedGranule: o.reschedGranule ?? RESCHED_GRANULE_DEFAULT,
+    // sim mode: cond_resched_lock() drops at every call and the scheduler decides who runs
+    condReschedEvery: o.mode === 'sim' ? 1 : undefined,
   };
 }
 
@@ -264,5 +274,6 @@ export function replayCommand(o: RunOptions): string {
     o.ops !== null ? `--ops ${o.ops}` : `--duration ${formatDuration(o.durationMs ?? DEFAULT_DURATION_MS)}`,
     `--seed ${o.seed}`,
   );
+  if ((o.reschedGranule ?? RESCHED_GRANULE_DEFAULT) !== RESCHED_GRANULE_DEFAULT) parts.push(`--resched-granule ${formatBytes(o.reschedGranule)}`);
   return parts.join(' ');
 }

@@ -15,6 +15,8 @@ export const INVARIANTS = [
   'selftest-dirty-log',
   /** A kernel BUG_ON / VM_BUG_ON / WARN_ON the model asserts instead of trusting. */
   'kernel-bug',
+  /** A stage-2 walk reads or writes a table page that was freed (or freed and reused) since it entered it. */
+  'table-use-after-free',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -57,6 +59,9 @@ export const COUNTER_NAMES = [
   'mismatches',
   'selftestRounds',
   'selftestPagesChecked',
+  'reschedDrops',
+  'teardowns',
+  'memslotDeletes',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -96,6 +101,13 @@ export const TRACE_EVENTS = [
   'unlock',
   'park',
   'pause',
+  'pgd.alloc',
+  'pgd.free',
+  'memslot.delete',
+  'memslot.create',
+  'notifier.release',
+  'vm.destroy',
+  'walk.uaf',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

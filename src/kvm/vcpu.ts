@@ -15,7 +15,6 @@ import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
 import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
-import { ROOT_TABLE } from './pgtable.js';
 import { tlbBlockSlot, tlbLocalInvalidate, tlbPageSlot } from './tlb.js';
 import { kvmHandleGuestAbort } from './mmu.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
@@ -59,7 +58,9 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
       // Hardware stage-2 walk; a valid leaf fills the TLB.
       missed = true;
       sched.point(SITE['access.walk']);
-      const d1 = Atomics.load(m, L.tablesBase + ROOT_TABLE * 512 + pgdIndex(gfn));
+      // VTTBR: the root of the VM the vCPU runs in (kvm->arch.pgd, as loaded at vcpu_load).
+      const root = Atomics.load(m, CTRL.S2_PGD) - 1;
+      const d1 = root < 0 ? 0 : Atomics.load(m, L.tablesBase + root * 512 + pgdIndex(gfn));
       if (descIsTable(d1)) {
         const d2 = Atomics.load(m, L.tablesBase + descOa(d1) * 512 + pmdIndex(gfn));
         if (pmdIsBlock(d2)) {

@@ -69,6 +69,18 @@ export const CTRL = {
   CONTROL_GEN: 19,
   /** vCPUs that finished their --ops quota. */
   VCPUS_DONE: 20,
+  /** kvm->arch.pgd: the root table's index + 1, 0 when the stage-2 tables are freed (NULL). */
+  S2_PGD: 22,
+  /** 1 once the VM's MMU notifier left the mm's list (__mmu_notifier_release or unregister); 0 while registered. */
+  MMU_NOTIFIER_GONE: 23,
+  /** The VM life whose teardown was asked for (0 = none yet); lives count from 1 (VM_ENDED + 1 is the current one). */
+  TEARDOWN_REQ: 24,
+  /** The VM life whose exit_mmap (__mmu_notifier_release) the host-MM actor has reached. */
+  TEARDOWN_ARRIVED: 25,
+  /** 1 while __mmu_notifier_release() runs (what mmu_notifier_unregister's synchronize_srcu waits for). */
+  MM_RELEASING: 26,
+  /** VM lives ended so far (teardowns); a new VM starts the next life. */
+  VM_ENDED: 27,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;
@@ -123,6 +135,8 @@ export interface Layout {
   violations: number;
   trace: number;
   lockStats: number;
+  /** Per table page: bumped each time the page is freed (a walk that entered it sees a reuse). */
+  tableGen: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -185,6 +199,7 @@ export function computeLayout(c: ModelConfig): Layout {
   const violations = take(MAX_VIOLATIONS * VIOLATION_WORDS);
   const trace = take(nActors * (1 + TRACE_RING * TRACE_WORDS));
   const lockStats = take(nActors * MAX_LOCK_SITES * LOCK_SITE_WORDS);
+  const tableGen = take(tables);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -232,6 +247,7 @@ export function computeLayout(c: ModelConfig): Layout {
     violations,
     trace,
     lockStats,
+    tableGen,
     words,
     countersF64,
     bytes: words * 4,
