@@ -342,16 +342,19 @@ const LEVEL_SHIFT = [0, 18, 9, 0];
 
 /**
  * cond_resched_lock(&kvm->mmu_lock), called with mmu_lock held: when the
- * lock is contended (spin_needbreak) or the actor's time is up
- * (need_resched), release it, let others run (a scheduling point), and
- * take it again at the same lock_stat site. Returns true if it dropped.
+ * actor's time is up (need_resched) or the lock is contended
+ * (spin_needbreak), release it, then schedule() (a yield: in sim mode PCT
+ * lowers the actor's priority) or only cpu_relax() (a scheduling point),
+ * and take it again at the same lock_stat site. Returns true if it dropped.
  */
 export function condReschedLock(kvm: Kvm, actor: Actor): boolean {
-  if (!kvm.mmuLockIsContended() && !kvm.needResched(actor.id)) return false;
+  const resched = kvm.needResched(actor.id);
+  if (!resched && !kvm.mmuLockIsContended()) return false;
   const site = Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE);
   kvm.mmuLock.unlock(actor);
   kvm.count(actor, CNT.reschedDrops);
   actor.sched.point(SITE['pgtable.resched']);
+  if (resched) actor.sched.idle(0); // preempt_schedule_common()
   kvm.mmuLock.lock(actor, site);
   return true;
 }

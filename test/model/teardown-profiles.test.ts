@@ -33,6 +33,13 @@ describe('teardown scenario: the use-after-free of 0c428a6a9256 by profile', () 
     }
   }, 300_000);
 
+  it('sim, PCT: cond_resched_lock yields (need_resched), so PCT interleaves the two releases too: 4.11 caught, 4.12 clean (seed 1)', async () => {
+    const old = await run([...SIM, '--sched', 'pct', '--profile', '4.11', '--seed', '1']);
+    expect(old.violations[0]?.invariant, why(old)).toBe('table-use-after-free');
+    const fixed = await run([...SIM, '--sched', 'pct', '--profile', '4.12', '--seed', '1']);
+    expect(fixed.result, why(fixed)).toBe('pass');
+  }, 300_000);
+
   it(`sim: 4.7, 4.12, 4.19 and 5.1 pass the same seeds (${SEEDS.join(',')}), tearing down and starting VMs`, async () => {
     for (const profile of ['4.7', '4.12', '4.19', '5.1']) {
       for (const seed of SEEDS) {
