@@ -38,6 +38,8 @@ import { RAM_SLOT } from '../../src/vm.js';
 import type { Kvm } from '../../src/kvm/kvm.js';
 import type { ProfileName } from '../../src/config.js';
 import { MiB, counter, scripted, tablesAvailable, world, wval } from './support.js';
+import { parseRunArgs, replayCommand, toModelConfig } from '../../stress/options.js';
+import { ConfigError } from '../../src/config.js';
 
 function tableState(kvm: Kvm, t: number): number {
   return Atomics.load(kvm.m, kvm.layout.tableState + t);
@@ -383,5 +385,26 @@ describe('VM teardown and the next VM', () => {
   }
   it('KVM_PHYS_PAGES is the 512 GiB the root spans', () => {
     expect(KVM_PHYS_PAGES * 4096).toBe(512 * 1024 * MiB);
+  });
+});
+
+describe('--resched-granule', () => {
+  it('takes a power of two from 2M to 1G, goes into the model configuration and the rerun command; anything else is a usage error naming the flag', () => {
+    const o = parseRunArgs(['--resched-granule', '2M', '--seed', '1']);
+    expect(toModelConfig(o).reschedGranule).toBe(2 * MiB);
+    expect(replayCommand(o)).toContain('--resched-granule 2M');
+    expect(replayCommand(parseRunArgs(['--seed', '1']))).not.toContain('--resched-granule');
+    expect(toModelConfig(parseRunArgs(['--mode', 'sim', '--seed', '1'])).condReschedEvery).toBe(1);
+    for (const bad of ['3M', '1M', '2G', 'lots']) {
+      let err: unknown = null;
+      try {
+        parseRunArgs(['--resched-granule', bad]);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, bad).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).setting).toBe('--resched-granule');
+      expect((err as Error).message).toMatch(/--resched-granule (must be a power of two from 2M to 1G|takes a size)/);
+    }
   });
 });
