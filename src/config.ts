@@ -11,7 +11,7 @@ import { PMD_SIZE, PAGE_SIZE, S2_OA_MAX } from './arch/stage2.js';
  * the 4.7 code (the merged series with break-before-make), `fixed` the newest
  * profile of this line.
  */
-export const KERNEL_PROFILES = ['v14', '4.0', '4.5', '4.6', '4.7', '4.12', '4.19', '5.1'] as const;
+export const KERNEL_PROFILES = ['v14', '4.0', '4.5', '4.6', '4.7', '4.11', '4.12', '4.19', '5.1'] as const;
 export type KernelProfile = (typeof KERNEL_PROFILES)[number];
 export const PROFILE_ALIASES = { v15: '4.7', fixed: '5.1' } as const satisfies Record<string, KernelProfile>;
 export const PROFILES = [...KERNEL_PROFILES, 'v15', 'fixed'] as const;
@@ -85,7 +85,23 @@ export interface ModelConfig {
   tlbPageSlots: number;
   /** TLB slots per vCPU for 2 MiB block entries (power of two). */
   tlbBlockSlots: number;
+  /**
+   * Bytes a long stage-2 walk covers between two cond_resched_lock() calls:
+   * the kernel's 1 GiB (one PGD entry); smaller (down to 2 MiB, a power of
+   * two) lets small guests reach the lock drops (`--resched-granule`).
+   */
+  reschedGranule?: number;
+  /**
+   * cond_resched_lock() drops mmu_lock when it is contended (spin_needbreak)
+   * and otherwise at one call in this many (need_resched); 1 drops at every
+   * call, which sim mode uses: its scheduler then decides who runs. Default 64.
+   */
+  condReschedEvery?: number;
 }
+
+/** The kernel's granule of lock drops in long walks: one 1 GiB PGD entry. */
+export const RESCHED_GRANULE_DEFAULT = 1024 * 1024 * 1024;
+export const RESCHED_GRANULE_MIN = PMD_SIZE;
 
 export const DEFAULT_MODEL: ModelConfig = {
   vcpus: 4,
@@ -160,6 +176,17 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
     if (!knownBugs.includes(b)) {
       throw new ConfigError('--bug', `--bug '${b}' is not a known defect; known: ${knownBugs.join(', ')}`);
     }
+  }
+  const rg = c.reschedGranule ?? RESCHED_GRANULE_DEFAULT;
+  if (!isPowerOfTwo(rg) || rg < RESCHED_GRANULE_MIN || rg > RESCHED_GRANULE_DEFAULT) {
+    throw new ConfigError(
+      '--resched-granule',
+      `--resched-granule must be a power of two from ${formatBytes(RESCHED_GRANULE_MIN)} to ${formatBytes(RESCHED_GRANULE_DEFAULT)} (one PGD entry), got ${formatBytes(rg)}`,
+    );
+  }
+  const ce = c.condReschedEvery ?? 64;
+  if (!Number.isInteger(ce) || ce < 1 || ce > 1 << 30) {
+    throw new ConfigError('condReschedEvery', `condReschedEvery must be a whole number from 1 to 2^30, got ${ce}`);
   }
   if (!isPowerOfTwo(c.tlbPageSlots) || c.tlbPageSlots > 4096) {
     throw new ConfigError('tlbPageSlots', `tlbPageSlots must be a power of two up to 4096, got ${c.tlbPageSlots}`);

@@ -27,6 +27,12 @@ export const KERNEL_INFO: Readonly<Record<KernelProfile, KernelInfo>> = {
   '4.5': { version: 405, arch: 'arm64', description: 'THP refcounting rework: the host can map a compound THP by PTEs; transparent_hugepage_adjust() tests PageTransCompound' },
   '4.6': { version: 406, arch: 'arm64', description: '127393fbe597: a stage-2 block only over a THP the host maps by a PMD (PageTransCompoundMap)' },
   '4.7': { version: 407, arch: 'arm64', description: 'break-before-make on stage-2 entries (clear, flush, write); `v15` names this code (4.7 to 4.18)' },
+  '4.11': {
+    version: 411,
+    arch: 'arm64',
+    description:
+      '293f293637b5: the MMU notifier release (which can run twice at once) frees the stage-2 tables; 8b3405e345b5: under mmu_lock, and unmap_stage2_range() drops the lock every 1 GiB: a walk that dropped it goes on into freed tables',
+  },
   '4.12': { version: 412, arch: 'arm64', description: '0c428a6a9256: a walk that dropped mmu_lock re-checks that the stage-2 tables still exist' },
   '4.19': { version: 419, arch: 'arm64', description: 'skip updating a PMD/PTE whose value does not change (refault storms)' },
   '5.1': { version: 501, arch: 'arm64', description: 'a block over a PMD that holds a PTE table first unmaps the 2 MiB range, then retries; `fixed` names this code' },
@@ -47,12 +53,16 @@ export const PROFILE_FINDS: Readonly<Record<KernelProfile, { kernel: string; fin
     kernel: 'Linux 4.0',
     finds: 'block over a PTE table after cancel: leaked table (table-conservation) and a table replaced by a block without break-before-make (break-before-make); fixed by 3c3736cd32bf (5.1)',
   },
-  '4.5': { kernel: 'Linux 4.5', finds: 'as 4.0' },
+  '4.5': {
+    kernel: 'Linux 4.5',
+    finds: 'as 4.0, and a block over a THP the host maps by PTEs, partly unmapped (stage2-host-coherent, shadow-equal, frame-conservation; thp-churn with --backing thp); fixed by 127393fbe597 (4.6)',
+  },
   '4.6': { kernel: 'Linux 4.6', finds: 'as 4.0' },
   '4.7': {
     kernel: 'Linux 4.7',
-    finds: 'block over a PTE table after cancel: leaked table (table-conservation), stage-2-only 4 KiB TLB entries left beside the block (break-before-make, tlb-coherent); fixed by 3c3736cd32bf (5.1)',
+    finds: 'block over a PTE table after cancel: leaked table (table-conservation), stage-2-only 4 KiB TLB entries left beside the block (break-before-make, tlb-coherent); fixed by 3c3736cd32bf (5.1). A walk that dropped mmu_lock goes on into freed tables at VM teardown (table-use-after-free, teardown scenario); fixed by 0c428a6a9256 (4.12)',
   },
+  '4.11': { kernel: 'Linux 4.11', finds: 'as 4.7 (unmap_stage2_range() also drops mmu_lock: the use-after-free is easier to reach)' },
   '4.12': { kernel: 'Linux 4.12', finds: 'as 4.7' },
   '4.19': { kernel: 'Linux 4.19', finds: 'as 4.7' },
   '5.1': { kernel: 'Linux 5.1', finds: 'nothing: clean, and every injected defect (--bug) is caught' },
@@ -74,6 +84,19 @@ export interface Protocol {
   thpAdjustNeedsPmdMap: boolean;
   /** Linux 4.12 (0c428a6a9256): after cond_resched_lock() a walk re-checks that kvm->arch.pgd exists. */
   walkRechecksPgd: boolean;
+  /**
+   * Linux 4.11 (293f293637b5 "kvm-arm: Unmap shadow pagetables properly"):
+   * kvm_arch_flush_shadow_all() (the MMU notifier's release) frees the
+   * stage-2 tables; before, only kvm_arch_destroy_vm() did, when nothing
+   * else could reach the VM.
+   */
+  freePgdOnNotifierRelease: boolean;
+  /**
+   * Linux 4.11 (8b3405e345b5 "kvm: arm/arm64: Fix locking for
+   * kvm_free_stage2_pgd"): kvm_free_stage2_pgd() takes mmu_lock and
+   * unmap_stage2_range() calls cond_resched_lock() between PGD entries.
+   */
+  unmapCondReschedLock: boolean;
   /**
    * v14: `kvm_get_logging_state()` is `!!memslot->dirty_bitmap`; the page is
    * mapped writable whenever the host mapping is (even on a read fault);
@@ -335,6 +358,8 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     thpPteMappedCompound: v >= 405,
     thpAdjustNeedsPmdMap: v >= 406,
     walkRechecksPgd: v >= 412,
+    freePgdOnNotifierRelease: v >= 411,
+    unmapCondReschedLock: v >= 411,
     v14: kernel === 'v14',
     fixUnmapTableBeforeBlock: v >= 501,
     fixSkipSameEntry: v >= 419,

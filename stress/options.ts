@@ -7,7 +7,7 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
-import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -61,6 +61,8 @@ export interface RunOptions {
   stopStep?: number | null;
   /** Fault in anonymous and THP guest RAM at start (QEMU's -mem-prealloc); default: untouched. */
   memPrealloc: boolean;
+  /** Bytes a long stage-2 walk covers between cond_resched_lock() calls (1 GiB, down to 2 MiB). */
+  reschedGranule: number;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -110,6 +112,7 @@ export function defaultOptions(): RunOptions {
     crashActor: null,
     stopStep: null,
     memPrealloc: false,
+    reschedGranule: RESCHED_GRANULE_DEFAULT,
   };
 }
 
@@ -158,6 +161,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--watchdog': { value: true, applies: 'threads' },
   '--no-lock-stats': { value: false, applies: 'both' },
   '--mem-prealloc': { value: false, applies: 'both' },
+  '--resched-granule': { value: true, applies: 'both' },
   '--lock-hold-sample': { value: true, applies: 'both' },
   '--crash-actor': { value: true, applies: 'both' },
   '--stop-step': { value: true, applies: 'sim' },
@@ -171,6 +175,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
+             [--resched-granule SIZE]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
@@ -196,6 +201,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --wide                 every lock_stat column (the default table fits 120 columns)
   --no-lock-stats        keep no lock statistics
   --mem-prealloc         fault guest RAM in at start (QEMU -mem-prealloc); default: untouched, first reads map the zero page
+  --resched-granule SIZE stage-2 walks offer cond_resched_lock() every SIZE, 2M to 1G (default 1G)
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
@@ -311,6 +317,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--lock-hold-sample':
         o.lockHoldSample = parseIntFlag(arg, value, 1, 65536);
         break;
+      case '--resched-granule':
+        o.reschedGranule = parseSize(arg, value);
+        break;
       case '--crash-actor':
         if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN (N below --vcpus), hostmm or migrator, got '${value}'`);
         o.crashActor = value;
@@ -368,6 +377,9 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     lockStats: o.lockStats,
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
     memPrealloc: o.memPrealloc ?? false,
+    reschedGranule: o.reschedGranule ?? RESCHED_GRANULE_DEFAULT,
+    // sim mode: cond_resched_lock() drops at every call and the scheduler decides who runs
+    condReschedEvery: o.mode === 'sim' ? 1 : undefined,
   };
 }
 
@@ -403,6 +415,7 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   if (o.watchdogMs !== d.watchdogMs) a.push('--watchdog', ms(o.watchdogMs));
   if (!o.lockStats) a.push('--no-lock-stats');
   if (o.memPrealloc) a.push('--mem-prealloc');
+  if ((o.reschedGranule ?? RESCHED_GRANULE_DEFAULT) !== RESCHED_GRANULE_DEFAULT) a.push('--resched-granule', pretty ? formatBytes(o.reschedGranule) : String(o.reschedGranule));
   if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
   if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
   if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
@@ -440,6 +453,7 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'watchdogMs', type: 'number', flag: '--watchdog', required: false },
   { field: 'lockStats', type: 'boolean', flag: '--no-lock-stats', required: false },
   { field: 'memPrealloc', type: 'boolean', flag: '--mem-prealloc', required: false },
+  { field: 'reschedGranule', type: 'int', flag: '--resched-granule', required: false },
   { field: 'lockHoldSample', type: 'int', flag: '--lock-hold-sample', required: false },
   { field: 'crashActor', type: 'string', flag: '--crash-actor', required: false, nullable: true },
   { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },

@@ -100,6 +100,17 @@ export const SCENARIOS: readonly ScenarioSpec[] = [
     precopyRounds: 0,
     migrationGapMs: 0,
   },
+  {
+    name: 'teardown',
+    description:
+      'VM lives: a migration and a memslot deleted and re-created per life, then the vCPUs stop and exit_mmap (MMU notifier release) races the last VM fd close (kvm_destroy_vm); then a new VM',
+    migrator: 'teardown',
+    hostOpsPerSec: 2000,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['uniform', 'hot', 'sweep'],
+    precopyRounds: 1,
+    migrationGapMs: 1,
+  },
 ];
 
 export function findScenario(name: string): ScenarioSpec | undefined {

@@ -14,6 +14,7 @@ import { SITE } from '../sync/sites.js';
 import { collapseHugePage, deferredSplitHugePage, ksmMerge, migratePage, mprotectRange, splitHugePage, splitHugePmdOrPage, zapRange } from '../mm/hostops.js';
 import { BACKING_THP, regionBacking } from '../mm/hostpt.js';
 import { safePoint, tick } from './control.js';
+import { hostMmExitMmap } from './teardown.js';
 import { type ActorParams, type HostOpsWeights, actorSeed } from './params.js';
 
 export function runHostMm(kvm: Kvm, actor: Actor, p: ActorParams): void {
@@ -34,6 +35,8 @@ export function runHostMm(kvm: Kvm, actor: Actor, p: ActorParams): void {
   const guestRunning = (): boolean => Atomics.load(m, CTRL.PAUSE_VCPUS) === 0;
 
   while (safePoint(kvm, actor, false)) {
+    // The `teardown` scenario: exit_mmap() of the VM's process (src/actors/teardown.ts).
+    if (hostMmExitMmap(kvm, actor)) continue;
     if (p.hostOpsPerSec === 0 || total === 0) {
       const gen = Atomics.load(m, CTRL.CONTROL_GEN);
       actor.sched.waitWhile(CTRL.CONTROL_GEN, gen, SITE['actor.loop']);

@@ -11,13 +11,14 @@ import { XorShift32 } from '../sync/sched.js';
 import { CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, EV, INV } from '../check/names.js';
-import { kvmDisableDirtyLogging, kvmEnableDirtyLogging, kvmGetDirtyLog } from '../kvm/memslot.js';
+import { kvmCreateMemslot, kvmDeleteMemslot, kvmDisableDirtyLogging, kvmEnableDirtyLogging, kvmGetDirtyLog } from '../kvm/memslot.js';
 import { copyAllPages, copyDirtyPages, compareDestination } from '../check/migration.js';
 import { checkLoggingOnReturned } from '../check/invariants.js';
 import { hostReadPage } from '../mm/hostfault.js';
 import { RAM_SLOT } from '../vm.js';
 import { bumpControl, runEnded, safePoint, tick } from './control.js';
 import { type ActorParams, actorSeed } from './params.js';
+import { vmTeardown } from './teardown.js';
 
 /** migration-equal kinds in the violation ring */
 export const MIG_MISMATCH = 1;
@@ -140,12 +141,39 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   }
 }
 
+/**
+ * The `teardown` scenario's VMM (src/actors/teardown.ts): per VM life, a
+ * migration completed or cancelled, the RAM memslot deleted and re-created
+ * while the vCPUs run, then the end of the VM racing the MMU notifier's
+ * release, and a new VM.
+ */
+function teardownLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, rng: XorShift32): void {
+  while (safePoint(kvm, actor, false)) {
+    if (!migrateOnce(kvm, actor, p, snapshot, rng.below(2) === 0)) return;
+    tick(kvm, actor);
+    actor.sched.idle(p.migrationGapMs);
+    if (!safePoint(kvm, actor, false)) return;
+    kvmDeleteMemslot(kvm, actor, RAM_SLOT);
+    kvmCreateMemslot(kvm, actor, RAM_SLOT);
+    tick(kvm, actor);
+    actor.sched.idle(p.migrationGapMs);
+    if (!safePoint(kvm, actor, false)) return;
+    if (!vmTeardown(kvm, actor)) return;
+    tick(kvm, actor);
+    actor.sched.idle(p.migrationGapMs);
+  }
+}
+
 export function runMigrator(kvm: Kvm, actor: Actor, p: ActorParams): void {
   const m = kvm.m;
   const rng = new XorShift32(actorSeed(p.seed, actor.id));
   const snapshot = new Int32Array(kvm.layout.bitmapWords);
   if (p.migrator === 'selftest') {
     selftestLoop(kvm, actor, p, snapshot);
+    return;
+  }
+  if (p.migrator === 'teardown') {
+    teardownLoop(kvm, actor, p, snapshot, rng);
     return;
   }
   while (safePoint(kvm, actor, false)) {

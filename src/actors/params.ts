@@ -5,7 +5,7 @@
 import seedrandom from 'seedrandom';
 
 export type Pattern = 'uniform' | 'hot' | 'sweep';
-export type MigratorMode = 'migrate' | 'cancel' | 'mixed' | 'selftest' | 'idle';
+export type MigratorMode = 'migrate' | 'cancel' | 'mixed' | 'selftest' | 'idle' | 'teardown';
 
 export interface HostOpsWeights {
   migrate: number;

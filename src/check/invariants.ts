@@ -19,7 +19,7 @@ import {
   describeDesc,
   pmdIsBlock,
 } from '../arch/stage2.js';
-import { ROOT_TABLE, TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG } from '../kvm/pgtable.js';
+import { TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG, UAF, kvmPgd } from '../kvm/pgtable.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
 import { FC_POOL_EMPTY, FRAME_DEVICE, FRAME_THP, ZERO_PFN, forEachFreeFrame, freeFrameCount, zeroPageExpectedRef } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
@@ -118,7 +118,9 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
       });
     }
   };
-  visit(ROOT_TABLE, 1, 0);
+  // The root is kvm->arch.pgd; between two VMs (freed, NULL) nothing is reachable.
+  const root = kvmPgd(kvm);
+  if (root >= 0) visit(root, 1, 0);
   // Pages in memory caches are allocated but not in the tables.
   const cached = new Uint8Array(L.tables);
   for (let a = 0; a < L.nActors; a++) {
@@ -253,7 +255,8 @@ export function checkFramesMappedAreLive(kvm: Kvm): Violation[] {
       }
     }
   };
-  walk(ROOT_TABLE, 1, 0);
+  const root = kvmPgd(kvm);
+  if (root >= 0) walk(root, 1, 0);
   return c.done();
 }
 
@@ -397,7 +400,8 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
       }
     }
   };
-  walk(ROOT_TABLE, 1, 0);
+  const root = kvmPgd(kvm);
+  if (root >= 0) walk(root, 1, 0);
   return [...totals.done(), ...c.done()];
 }
 
@@ -602,6 +606,10 @@ export function liveViolations(kvm: Kvm): Violation[] {
         if (r.gfn !== undefined) extra.gfn = r.gfn;
         break;
       }
+      case 'table-use-after-free':
+        message = describeTableUseAfterFree(kind, a, b, cc);
+        if (a >= 0) extra.table = a;
+        break;
       default:
         message = `${name} (kind ${kind}, args ${a}, ${b}, ${cc})`;
     }
@@ -669,6 +677,30 @@ export function checkStage2HostCoherent(kvm: Kvm): Violation[] {
       for (let k = 0; k < n; k++) if (!leaf(first + k, d, n === 512 ? LEVEL_PMD : LEVEL_PTE, first)) break;
     }
   };
-  walk(ROOT_TABLE, 1, 0);
+  const root = kvmPgd(kvm);
+  if (root >= 0) walk(root, 1, 0);
   return c.done();
+}
+
+const TABLE_STATE_TEXT = ['free', 'in a memory cache', 'in use'];
+
+/** The live `table-use-after-free` record: kind, table page, detail, the page's state when it was seen. */
+function describeTableUseAfterFree(kind: number, table: number, detail: number, state: number): string {
+  const now = TABLE_STATE_TEXT[state] ?? `state ${state}`;
+  switch (kind) {
+    case UAF.READ:
+      return `a stage-2 walk read entry ${detail} of table #${table}, which was freed since the walk entered it (the page is now ${now}${state === TABLE_FREE ? '' : ': freed and reused'}): the walk dropped mmu_lock and another thread freed the tables`;
+    case UAF.PUT:
+      return `put_page() on table #${table}, ${detail >= 0 ? `after the walk wrote its entry ${detail}, ` : ''}a page freed ${state === TABLE_FREE ? '' : 'and reused '}under the walk (now ${now})`;
+    case UAF.DOUBLE_FREE:
+      return `table #${table} freed twice (free_pages_exact of a page already freed; now ${now})`;
+    case UAF.NULL_PGD:
+      return `a stage-2 walk from gfn ${detail} started with kvm->arch.pgd NULL (the tables were freed while it waited for mmu_lock): it dereferences NULL + index`;
+    case UAF.ENTER_FREED:
+      return `a valid entry of table #${detail} points to table #${table}, which is free: the walk enters a freed page`;
+    case UAF.FREE_NULL:
+      return `kvm_free_stage2_pgd() frees kvm->arch.pgd after another thread freed table #${table} and set it to NULL (free_pages_exact(NULL))`;
+    default:
+      return `table-use-after-free (kind ${kind}, table #${table}, ${detail}, ${now})`;
+  }
 }

@@ -23,6 +23,8 @@ export const INVARIANTS = [
   'break-before-make',
   /** Every valid stage-2 leaf maps the frame the host maps at that hva, with no more permission. */
   'stage2-host-coherent',
+  /** A stage-2 walk reads or writes a table page that was freed (or freed and reused) since it entered it. */
+  'table-use-after-free',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -72,6 +74,9 @@ export const COUNTER_NAMES = [
   'thpPmdSplits',
   'thpDeferredSplits',
   'mprotects',
+  'reschedDrops',
+  'teardowns',
+  'memslotDeletes',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -115,6 +120,13 @@ export const TRACE_EVENTS = [
   'thp.split_pmd',
   'thp.deferred_split',
   'host.mprotect',
+  'pgd.alloc',
+  'pgd.free',
+  'memslot.delete',
+  'memslot.create',
+  'notifier.release',
+  'vm.destroy',
+  'walk.uaf',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

@@ -4,10 +4,11 @@
  * (counters, violations, trace rings). Built identically in every thread
  * from the same SharedArrayBuffer and configuration.
  */
-import { type ModelConfig } from '../config.js';
+import { type ModelConfig, RESCHED_GRANULE_DEFAULT } from '../config.js';
+import { PAGE_SIZE } from '../arch/stage2.js';
 import { type Layout, computeLayout, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
 import { type Protocol, resolveProtocol } from '../profiles.js';
-import { type SpinLock, TicketLock, TasLock, type LockStatsSink } from '../sync/spinlock.js';
+import { type SpinLock, TicketLock, TasLock, type LockStatsSink, LOCKW, TICKET_MASK, TICKET_SHIFT } from '../sync/spinlock.js';
 import type { Actor } from '../sync/actor.js';
 import { bbmOnMmuUnlock, bbmOnSlotsUnlock } from '../check/bbm.js';
 
@@ -26,6 +27,12 @@ export class Kvm {
   readonly slotsLock: SpinLock;
   /** Global table-page pool lock (the page allocator, for table pages). */
   readonly tableLock: SpinLock;
+  /** Pages a long walk covers between two cond_resched_lock() calls (ModelConfig.reschedGranule). */
+  readonly reschedGranulePages: number;
+  /** need_resched() of this thread's actors: xorshift32 state per actor id (not shared). */
+  private readonly reschedRng: Int32Array;
+  /** need_resched() is true at one call in this many (ModelConfig.condReschedEvery). */
+  private readonly reschedEvery: number;
 
   constructor(
     readonly cfg: ModelConfig,
@@ -48,6 +55,38 @@ export class Kvm {
     // slots_lock release for the write-protect paths that flush after it.
     this.mmuLock.releaseHook = (actor) => bbmOnMmuUnlock(this, actor);
     this.slotsLock.releaseHook = (actor) => bbmOnSlotsUnlock(this, actor);
+    this.reschedGranulePages = (cfg.reschedGranule ?? RESCHED_GRANULE_DEFAULT) / PAGE_SIZE;
+    this.reschedEvery = cfg.condReschedEvery ?? 64;
+    this.reschedRng = new Int32Array(L.nActors);
+    for (let a = 0; a < L.nActors; a++) this.reschedRng[a] = (Math.imul(a + 1, 0x9e3779b9) ^ 0x5bd1e995) | 1;
+  }
+
+  /**
+   * spin_needbreak(&kvm->mmu_lock) -> spin_is_contended(): somebody waits
+   * for mmu_lock. Ticket lock: a ticket was taken after the holder's
+   * (next - owner > 1); test-and-set: a waiter is in the slow path.
+   */
+  mmuLockIsContended(): boolean {
+    const base = this.layout.mmuLock;
+    if (this.cfg.lock === 'tas') return Atomics.load(this.m, base + LOCKW.WAITERS) !== 0;
+    const w = Atomics.load(this.m, base + LOCKW.NEXT);
+    return (((w >>> TICKET_SHIFT) - (w & TICKET_MASK)) & TICKET_MASK) > 1;
+  }
+
+  /**
+   * need_resched() for `actor`: its time slice is up. Threads mode: at a
+   * seeded one call in condReschedEvery (a per-actor xorshift stream); with
+   * condReschedEvery 1 (sim mode) always, and the sim scheduler decides at
+   * the scheduling point whether anybody else runs.
+   */
+  needResched(actorId: number): boolean {
+    if (this.reschedEvery <= 1) return true;
+    let x = this.reschedRng[actorId];
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.reschedRng[actorId] = x;
+    return (x >>> 0) % this.reschedEvery === 0;
   }
 
   static allocate(cfg: ModelConfig): SharedArrayBuffer {

@@ -14,7 +14,7 @@ import { MAX_MEMSLOTS, SLOT_WORDS } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { LS } from '../sync/locksites.js';
 import { synchronizeSrcu } from '../sync/srcu.js';
-import { stage2WpRange } from './pgtable.js';
+import { stage2WpRange, unmapStage2Range } from './pgtable.js';
 import { kvmFlushRemoteTlbs } from './tlb.js';
 import { CNT, EV } from '../check/names.js';
 
@@ -36,6 +36,8 @@ export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
 export const KVM_MEM_READONLY = 1 << 1;
 /** memslot->dirty_bitmap != NULL */
 export const SLOT_HAS_DIRTY_BITMAP = 1 << 8;
+/** KVM_MEMSLOT_INVALID: the slot is being deleted; notifiers still see it, faults do not. */
+export const KVM_MEMSLOT_INVALID = 1 << 16;
 
 export const LOG_OFF = 0;
 /** Published, grace period or write-protect still to come. */
@@ -60,12 +62,16 @@ export function initMemslot(kvm: Kvm, slot: number, baseGfn: number, npages: num
   m[slotWord(kvm, slot, SLOTW.ACTIVE)] = 1;
 }
 
-/** gfn_to_memslot(): the slot holding gfn, or -1. */
+/**
+ * gfn_to_memslot(): the slot holding gfn, or -1. A slot being deleted
+ * (KVM_MEMSLOT_INVALID) counts as none, as __gfn_to_hva_many() makes it
+ * for the fault path (an MMIO exit).
+ */
 export function gfnToMemslot(kvm: Kvm, gfn: number): number {
   const m = kvm.m;
   for (let s = 0; s < MAX_MEMSLOTS; s++) {
     const base = kvm.layout.slots + s * SLOT_WORDS;
-    if (m[base + SLOTW.ACTIVE] === 0) continue;
+    if (m[base + SLOTW.ACTIVE] === 0 || (m[base + SLOTW.FLAGS] & KVM_MEMSLOT_INVALID) !== 0) continue;
     const b = m[base + SLOTW.BASE_GFN];
     if (gfn >= b && gfn < b + m[base + SLOTW.NPAGES]) return s;
   }
@@ -214,4 +220,64 @@ export function popcount32(x: number): number {
   x = x - ((x >>> 1) & 0x55555555);
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/**
+ * kvm_arch_flush_shadow_memslot(): unmap the slot's IPA range under
+ * mmu_lock (unmap_stage2_range drops the lock every 1 GiB from 4.11).
+ */
+export function kvmArchFlushShadowMemslot(kvm: Kvm, actor: Actor, slot: number): void {
+  const m = kvm.m;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const npages = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  kvm.mmuLock.lock(actor, LS.other);
+  unmapStage2Range(kvm, actor, base, npages);
+  kvm.mmuLock.unlock(actor);
+}
+
+/**
+ * KVM_SET_USER_MEMORY_REGION with memory_size 0 (KVM_MR_DELETE), as
+ * __kvm_set_memory_region() does it: the slot is marked
+ * KVM_MEMSLOT_INVALID and the memslots published, a grace period lets every
+ * fault that saw the slot finish (install_new_memslots -> synchronize_srcu),
+ * then kvm_arch_flush_shadow_memslot() unmaps it, and the memslots without
+ * it are published (another grace period). While it is invalid the MMU
+ * notifiers still unmap its range; a fault finds no slot: an MMIO exit for
+ * the kernel (-EFAULT in the model), and the guest re-executes until the
+ * slot is back. The dirty bitmap goes with the slot. The slot's geometry
+ * words stay for kvmCreateMemslot().
+ */
+export function kvmDeleteMemslot(kvm: Kvm, actor: Actor, slot: number): void {
+  const m = kvm.m;
+  kvm.slotsLock.lock(actor, LS.other);
+  const flags = slotFlags(kvm, slot);
+  actor.sched.point(SITE['memslot.publish']);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.FLAGS), flags | KVM_MEMSLOT_INVALID);
+  kvm.trace(actor, EV['memslot.delete'], slot);
+  synchronizeSrcu(kvm, actor);
+  kvmArchFlushShadowMemslot(kvm, actor, slot);
+  actor.sched.point(SITE['memslot.publish']);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.ACTIVE), 0);
+  synchronizeSrcu(kvm, actor);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.FLAGS), 0);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_OFF);
+  kvm.count(actor, CNT.memslotDeletes);
+  kvm.slotsLock.unlock(actor);
+}
+
+/**
+ * KVM_SET_USER_MEMORY_REGION (KVM_MR_CREATE) of the slot with the geometry
+ * it had, logging off: publish, then the grace period install_new_memslots()
+ * always waits for. Faults map it again on demand.
+ */
+export function kvmCreateMemslot(kvm: Kvm, actor: Actor, slot: number): void {
+  const m = kvm.m;
+  kvm.slotsLock.lock(actor, LS.other);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.FLAGS), 0);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_OFF);
+  actor.sched.point(SITE['memslot.publish']);
+  Atomics.store(m, slotWord(kvm, slot, SLOTW.ACTIVE), 1);
+  kvm.trace(actor, EV['memslot.create'], slot);
+  synchronizeSrcu(kvm, actor);
+  kvm.slotsLock.unlock(actor);
 }

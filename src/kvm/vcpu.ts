@@ -15,7 +15,7 @@ import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
 import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
-import { ROOT_TABLE, s2Lookup } from './pgtable.js';
+import { s2Lookup } from './pgtable.js';
 import { TLB_BASE_MASK, TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbFill, tlbLocalInvalidate, tlbPageSlot, tlbTagLive } from './tlb.js';
 import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
@@ -103,7 +103,9 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
       missed = true;
       const s2Only = ((seq >>> 1) & (TLB_S2_ONLY_ONE_IN - 1)) === TLB_S2_ONLY_ONE_IN - 1;
       sched.point(SITE['access.walk']);
-      const d1 = Atomics.load(m, L.tablesBase + ROOT_TABLE * 512 + pgdIndex(gfn));
+      // VTTBR: the root of the VM the vCPU runs in (kvm->arch.pgd, as loaded at vcpu_load).
+      const root = Atomics.load(m, CTRL.S2_PGD) - 1;
+      const d1 = root < 0 ? 0 : Atomics.load(m, L.tablesBase + root * 512 + pgdIndex(gfn));
       if (descIsTable(d1)) {
         const d2 = Atomics.load(m, L.tablesBase + descOa(d1) * 512 + pmdIndex(gfn));
         if (pmdIsBlock(d2)) {
@@ -170,7 +172,8 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
 function s2Leaf(kvm: Kvm, gfn: number): number {
   const m = kvm.m;
   const L = kvm.layout;
-  const d1 = Atomics.load(m, L.tablesBase + ROOT_TABLE * 512 + pgdIndex(gfn));
+  const root = Atomics.load(m, CTRL.S2_PGD) - 1;
+  const d1 = root < 0 ? 0 : Atomics.load(m, L.tablesBase + root * 512 + pgdIndex(gfn));
   if (!descIsTable(d1)) return 0;
   const d2 = Atomics.load(m, L.tablesBase + descOa(d1) * 512 + pmdIndex(gfn));
   if (!descIsTable(d2)) return d2;

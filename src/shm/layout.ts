@@ -83,6 +83,18 @@ export const CTRL = {
   CONTROL_GEN: 19,
   /** vCPUs that finished their --ops quota. */
   VCPUS_DONE: 20,
+  /** kvm->arch.pgd: the root table's index + 1, 0 when the stage-2 tables are freed (NULL). */
+  S2_PGD: 22,
+  /** 1 once the VM's MMU notifier left the mm's list (__mmu_notifier_release or unregister); 0 while registered. */
+  MMU_NOTIFIER_GONE: 23,
+  /** The VM life whose teardown was asked for (0 = none yet); lives count from 1 (VM_ENDED + 1 is the current one). */
+  TEARDOWN_REQ: 24,
+  /** The VM life whose exit_mmap (__mmu_notifier_release) the host-MM actor has reached. */
+  TEARDOWN_ARRIVED: 25,
+  /** 1 while __mmu_notifier_release() runs (what mmu_notifier_unregister's synchronize_srcu waits for). */
+  MM_RELEASING: 26,
+  /** VM lives ended so far (teardowns); a new VM starts the next life. */
+  VM_ENDED: 27,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;
@@ -143,6 +155,8 @@ export interface Layout {
   tableInfo: number;
   /** Per-actor break-before-make bookkeeping (BBM_ACTOR_WORDS each). */
   bbm: number;
+  /** Per table page: bumped each time the page is freed (a walk that entered it sees a reuse). */
+  tableGen: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -208,6 +222,7 @@ export function computeLayout(c: ModelConfig): Layout {
   const tlbGen = take(TLB_GEN_WORDS);
   const tableInfo = take(tables);
   const bbm = take(nActors * BBM_ACTOR_WORDS);
+  const tableGen = take(tables);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -258,6 +273,7 @@ export function computeLayout(c: ModelConfig): Layout {
     tlbGen,
     tableInfo,
     bbm,
+    tableGen,
     words,
     countersF64,
     bytes: words * 4,

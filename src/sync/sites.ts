@@ -36,6 +36,7 @@ export const SITE_NAMES = [
   'park',
   'actor.loop',
   'fault.retry',
+  'pgtable.resched',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
