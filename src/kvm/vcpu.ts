@@ -18,6 +18,7 @@ import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIs
 import { s2Lookup } from './pgtable.js';
 import { TLB_BASE_MASK, TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbFill, tlbLocalInvalidate, tlbPageSlot, tlbTagLive } from './tlb.js';
 import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
+import { gfnToMemslot } from './memslot.js';
 import { FRAME_DEVICE } from '../mm/frames.js';
 
 /**
@@ -153,7 +154,11 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     const leafBefore = s2Leaf(kvm, gfn);
     kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault);
     if (Atomics.load(m, CTRL.END) !== 0) return ACCESS_ABORTED;
-    if (Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ) !== seqBefore || s2Leaf(kvm, gfn) !== leafBefore) stalled = 0;
+    // No usable memslot (being deleted: KVM_MEMSLOT_INVALID, or gone): for
+    // the kernel an MMIO exit to userspace, which runs the vCPU again until
+    // the memslot transaction is over; that wait is not a livelock.
+    const noSlot = gfnToMemslot(kvm, gfn) < 0;
+    if (noSlot || Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ) !== seqBefore || s2Leaf(kvm, gfn) !== leafBefore) stalled = 0;
     else stalled++;
     if (stalled >= MAX_FAULTS_PER_ACCESS || faults + 1 >= MAX_FAULTS_PER_ACCESS_TOTAL) {
       reportLivelock(kvm, vcpu, gfn, write, stalled, faults + 1);
