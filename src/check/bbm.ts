@@ -128,18 +128,14 @@ export function setTableInfo(kvm: Kvm, table: number, firstGfn: number, level: n
   Atomics.store(kvm.m, kvm.layout.tableInfo + table, (firstGfn << 2) | level);
 }
 
-/** Level of the entries of the table an entry belongs to. */
-function entryLevel(kvm: Kvm, entry: number): number {
-  const t = ((entry - kvm.layout.tablesBase) / PTRS_PER_TABLE) | 0;
-  return Atomics.load(kvm.m, kvm.layout.tableInfo + t) & 3;
-}
-
-/** First gfn an entry translates. */
-function entryGfn(kvm: Kvm, entry: number): number {
+/** Where an entry sits: the level of its table and the first gfn it translates (`at.level`, `at.gfn`). */
+const at = { level: 0, gfn: 0 };
+function locate(kvm: Kvm, entry: number): void {
   const rel = entry - kvm.layout.tablesBase;
   const t = (rel / PTRS_PER_TABLE) | 0;
   const info = Atomics.load(kvm.m, kvm.layout.tableInfo + t);
-  return (info >>> 2) + (rel % PTRS_PER_TABLE) * spanOf(info & 3);
+  at.level = info & 3;
+  at.gfn = (info >>> 2) + (rel - t * PTRS_PER_TABLE) * spanOf(at.level);
 }
 
 /** Whether two valid descriptors at `level` differ in more than permissions (output address, size, memory type). */
@@ -198,8 +194,9 @@ export function bbmOnWrite(kvm: Kvm, actor: Actor, entry: number, old: number, d
     return;
   }
   if (desc === old) return;
-  const level = entryLevel(kvm, entry);
-  const gfn = entryGfn(kvm, entry);
+  locate(kvm, entry);
+  const level = at.level;
+  const gfn = at.gfn;
   if (!descValid(desc)) {
     addPending(kvm, b, CLEARED, entry, gfn, level);
     addChanged(kvm, b, gfn, level);
@@ -337,11 +334,14 @@ function leafFor(kvm: Kvm, gfn: number, level: number): void {
 /**
  * Read a TLB slot of vCPU v consistently: the same tag before and after the
  * descriptor, within one access of its owner (a fill clears the tag first).
- * Returns the live base (gfn + 1 or block + 1) or 0, and the descriptor in `out`.
+ * Returns the live base (gfn + 1 or block + 1) or 0, and the descriptor in
+ * `out`; with `want` (a base) not 0, anything else is 0 after one load.
  */
 const out = { desc: 0 };
-function readSlot(kvm: Kvm, v: number, slot: number): number {
+function readSlot(kvm: Kvm, v: number, slot: number, want: number): number {
   const m = kvm.m;
+  const first = Atomics.load(m, slot);
+  if (first === 0 || (want !== 0 && (first & TLB_BASE_MASK) !== want)) return 0;
   const seqIdx = kvm.actorWord(v, ACTOR.ACCESS_SEQ);
   for (let tries = 0; tries < 8; tries++) {
     const s0 = Atomics.load(m, seqIdx);
@@ -375,9 +375,9 @@ function checkTlbPage(kvm: Kvm, actor: Actor, gfn: number): void {
   for (let v = 0; v < L.vcpus; v++) {
     const vb = L.tlb + v * L.tlbWords;
     const ps = vb + (gfn & (L.tlbPageSlots - 1)) * 2;
-    if (readSlot(kvm, v, ps) === gfn + 1) compare(kvm, actor, v, gfn, LEVEL_PTE, out.desc);
+    if (readSlot(kvm, v, ps, gfn + 1) === gfn + 1) compare(kvm, actor, v, gfn, LEVEL_PTE, out.desc);
     const bs = vb + L.tlbPageSlots * 2 + ((gfn >>> 9) & (L.tlbBlockSlots - 1)) * 2;
-    if (readSlot(kvm, v, bs) === (gfn >>> 9) + 1) compare(kvm, actor, v, gfn & ~511, LEVEL_PMD, out.desc);
+    if (readSlot(kvm, v, bs, (gfn >>> 9) + 1) === (gfn >>> 9) + 1) compare(kvm, actor, v, gfn & ~511, LEVEL_PMD, out.desc);
   }
 }
 
@@ -387,8 +387,8 @@ function checkTlbRange(kvm: Kvm, actor: Actor, lo: number, hi: number): void {
   for (let v = 0; v < L.vcpus; v++) {
     const vb = L.tlb + v * L.tlbWords;
     for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) {
-      const at = vb + s * 2;
-      const t = readSlot(kvm, v, at);
+      const slotAt = vb + s * 2;
+      const t = readSlot(kvm, v, slotAt, 0);
       if (t === 0) continue;
       if (s < L.tlbPageSlots) {
         const gfn = t - 1;

@@ -121,11 +121,18 @@ function bumpGen(kvm: Kvm, which: number): void {
 function sweepStale(kvm: Kvm): void {
   const m = kvm.m;
   const L = kvm.layout;
+  // The generations may move on during the sweep: a dead entry it spares
+  // goes at the next sweep, a fresh one it takes is an eviction (a TLB may
+  // drop any entry at any time).
+  const s1 = Atomics.load(m, L.tlbGen + TLB_GEN_S1) & 255;
+  const all = Atomics.load(m, L.tlbGen + TLB_GEN_ALL) & 255;
   for (let v = 0; v < L.vcpus; v++) {
     const base = L.tlb + v * L.tlbWords;
     for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) {
       const t = Atomics.load(m, base + s * 2);
-      if (t !== 0 && !tlbTagLive(m, L.tlbGen, t)) Atomics.compareExchange(m, base + s * 2, t, 0);
+      if (t === 0) continue;
+      const gen = (t & TLB_S2_ONLY) !== 0 ? all : s1;
+      if (t >>> TLB_GEN_SHIFT !== gen) Atomics.compareExchange(m, base + s * 2, t, 0);
     }
   }
 }
