@@ -168,8 +168,9 @@ function freeGroupFrames(kvm: Kvm, actor: Actor, head: number): void {
  * the zero page, a copy otherwise) and switches the PTE with
  * ptep_clear_flush_notify() + set_pte_at_notify() (change_pte), all inside
  * invalidate_range_start/end, as every kernel from the seed's (3.18, where
- * the clear was a plain ptep_clear_flush()) to 5.1 did; KVM on arm has no
- * invalidate_range callback, so KVM hears start, change_pte and end. The
+ * the clear was a plain ptep_clear_flush()) to 5.1 did; the invalidate_range
+ * it calls does nothing for KVM on arm (kvm_arch_mmu_notifier_invalidate_range()
+ * is x86's only), so KVM hears start, change_pte and end. The
  * zero page gives no reference back (vm_normal_page() is NULL for it).
  * A huge PMD goes to do_huge_pmd_wp_page(). Returns false when no page
  * could be allocated (VM_FAULT_OOM), true otherwise (the caller looks again).
