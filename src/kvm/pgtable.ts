@@ -276,6 +276,7 @@ export function kvmAllocStage2Pgd(kvm: Kvm, actor: Actor): number {
   if (t < 0) return -1;
   Atomics.store(kvm.m, kvm.layout.tableRef + t, 1);
   Atomics.store(kvm.m, kvm.layout.tableState + t, TABLE_LIVE);
+  setTableInfo(kvm, t, 0, LEVEL_PGD); // the page may have been a PMD or PTE table of the last VM
   setKvmPgd(kvm, t);
   kvm.trace(actor, EV['pgd.alloc'], t);
   return t;
