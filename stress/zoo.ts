@@ -3,7 +3,7 @@
  * and threads mode until the harness reports it; the invariant that caught
  * it, the seeds tried, and the median time to detection.
  */
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { BUGS, type BugInfo } from '../src/profiles.js';
 import { ConfigError } from '../src/config.js';
@@ -52,7 +52,10 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
 };
 
 export interface ZooBudget {
+  /** Seeds per bug and mode: seedBase .. seedBase + seeds - 1. */
   seeds: number;
+  /** First seed (1 unless --seeds A..B says otherwise). */
+  seedBase?: number;
   simOps: number;
   threadsMs: number;
   vcpus: number;
@@ -76,6 +79,16 @@ export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: num
   return mode === 'sim' ? runSim(o) : runThreads(o);
 }
 
+/** One seed's outcome in a kill-table cell. */
+export interface ZooSeedResult {
+  seed: number;
+  caught: boolean;
+  ms: number;
+  invariants: string[];
+  /** Harness failure (exit 3), if any. */
+  error?: string;
+}
+
 export interface ZooCell {
   caught: number;
   tried: number;
@@ -83,6 +96,8 @@ export interface ZooCell {
   /** Median time to detection over the seeds, ms (an uncaught seed counts as the budget). */
   medianMs: number | null;
   expectedSeen: boolean;
+  /** Per seed, in order. */
+  seeds?: ZooSeedResult[];
 }
 
 export interface ZooRow {
@@ -102,10 +117,14 @@ export async function zooCell(info: BugInfo, mode: 'sim' | 'threads', b: ZooBudg
   let caught = 0;
   let invariant: string | null = null;
   let expectedSeen = false;
-  for (let seed = 1; seed <= b.seeds; seed++) {
+  const perSeed: ZooSeedResult[] = [];
+  const first = b.seedBase ?? 1;
+  for (let seed = first; seed < first + b.seeds; seed++) {
     const r = await runZooOnce(info.name, mode, seed, b);
     const invs = r.violations.map((v) => v.invariant);
-    if (r.result === 'fail' && r.exitCode === 1) {
+    const hit = r.result === 'fail' && r.exitCode === 1;
+    perSeed.push({ seed, caught: hit, ms: Math.round(r.elapsedMs), invariants: [...new Set(invs)], ...(r.error ? { error: r.error } : {}) });
+    if (hit) {
       caught++;
       times.push(r.elapsedMs);
       invariant ??= invs[0];
@@ -115,7 +134,7 @@ export async function zooCell(info: BugInfo, mode: 'sim' | 'threads', b: ZooBudg
     }
     log?.(`  ${info.name} ${mode} seed ${seed}: ${r.result}${invs.length ? ` [${[...new Set(invs)].join(',')}]` : ''} ${Math.round(r.elapsedMs)} ms${r.error ? ` ERROR ${r.error}` : ''}`);
   }
-  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen };
+  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen, seeds: perSeed };
 }
 
 export function formatKillTable(rows: ZooRow[], meta: string): string {
@@ -149,9 +168,22 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       return x;
     };
     switch (a) {
-      case '--seeds':
-        b.seeds = parseIntFlag(a, v(), 1, 1000);
+      case '--seeds': {
+        // N (seeds 1..N) or A..B (a range, e.g. seeds no test uses)
+        const x = v();
+        const range = /^(\d+)\.\.(\d+)$/.exec(x.trim());
+        if (range) {
+          const lo = parseIntFlag(a, range[1], 0, 0xffffffff);
+          const hi = parseIntFlag(a, range[2], 0, 0xffffffff);
+          if (hi < lo || hi - lo >= 1000) throw new ConfigError(a, `--seeds A..B needs A <= B and at most 1000 seeds, got '${x}'`);
+          b.seedBase = lo;
+          b.seeds = hi - lo + 1;
+        } else {
+          b.seeds = parseIntFlag(a, x, 1, 1000);
+          b.seedBase = 1;
+        }
         break;
+      }
       case '--sim-ops':
         b.simOps = parseIntFlag(a, v(), 1000, 100_000_000);
         break;
@@ -177,10 +209,12 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         verbose = true;
         break;
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --json FILE --verbose`);
+        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N|A..B --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --json FILE --verbose`);
     }
   }
   const rows: ZooRow[] = [];
+  const loadBefore = loadavg();
+  const t0 = Date.now();
   for (const info of BUGS) {
     if (only.length && !only.includes(info.name)) continue;
     const row: ZooRow = { bug: info.name, expected: info.expected, sim: null, threads: null };
@@ -192,8 +226,11 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     rows.push(row);
     io.err(`${info.name}: sim ${row.sim ? `${row.sim.caught}/${row.sim.tried}` : '-'}, threads ${row.threads ? `${row.threads.caught}/${row.threads.tried}` : '-'}`);
   }
-  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest`;
+  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest`;
   io.out(formatKillTable(rows, meta));
-  if (json) writeFileSync(json, JSON.stringify({ meta, budget: b, rows }, null, 2));
+  // The machine may be shared: the load average says how busy it was.
+  const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
+  io.err(`zoo: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at start ${load.start.join(' ')}, at end ${load.end.join(' ')}`);
+  if (json) writeFileSync(json, JSON.stringify({ meta, budget: b, load, wallMs: Date.now() - t0, rows }, null, 2));
   return rows.every((r) => (r.sim?.caught ?? 0) + (r.threads?.caught ?? 0) > 0) ? 0 : 1;
 }
