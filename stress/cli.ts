@@ -15,6 +15,7 @@ import { RUN_FLAGS_HELP, type RunOptions, parseRunArgs } from './options.js';
 import { runThreads } from './run.js';
 import { runSim } from './simrun.js';
 import { formatSummary, type Report } from './report.js';
+import { SCHEDULE_VERSION } from '../src/sim/sched.js';
 
 export const USAGE = `usage:
   ${RUN_FLAGS_HELP}
@@ -114,6 +115,16 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
     throw new UsageError('replay', `cannot read report '${file}': ${(e as Error).message}`);
   }
   if (!prior || typeof prior !== 'object' || !prior.config) throw new UsageError('replay', `'${file}' is not an s2stress report (no config)`);
+  if (prior.config.mode === 'sim') {
+    // The same seed means another run once the strategies or the seeded workloads change.
+    const version = prior.schedule?.version ?? 1;
+    if (version !== SCHEDULE_VERSION) {
+      throw new UsageError(
+        'replay',
+        `'${file}' is a sim-mode report of schedule version ${version}, and this s2stress runs schedule version ${SCHEDULE_VERSION}: the same seed now gives a different run, so it cannot be replayed exactly. Rerun with the s2stress that wrote it, or search afresh with: ${prior.replay ?? 's2stress run ...'}`,
+      );
+    }
+  }
   const extra = args.slice(1);
   const o = parseRunArgs([...extra], { ...prior.config, json: null, seed: prior.config.seed });
   if (o.mode === 'threads') {

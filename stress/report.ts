@@ -17,6 +17,11 @@ export interface ScheduleReport {
   steps: number;
   switches: number;
   strategy: string;
+  /**
+   * What a seed means in sim mode (SCHEDULE_VERSION of src/sim/sched.ts);
+   * absent in reports of version 1. `replay` refuses another version.
+   */
+  version?: number;
 }
 
 export interface Report {

@@ -6,7 +6,7 @@
  * done), or reports a deadlock that names who waits on what.
  */
 import { CTRL } from '../src/shm/layout.js';
-import { SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
+import { SCHEDULE_VERSION, SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
 import { checkStoppedWorld, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
@@ -122,6 +122,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     steps: st.f[SIMF.STEPS],
     switches: st.f[SIMF.SWITCHES],
     strategy: o.sched === 'pct' ? `pct depth ${o.pctDepth}` : 'random',
+    version: SCHEDULE_VERSION,
   };
   return buildReport(run, o, violations, harnessError, elapsedMs, quiescentChecks, interrupted, schedule, !deadlocked && !interrupted);
 }

@@ -56,21 +56,32 @@ export interface ZooBudget {
   seeds: number;
   /** First seed (1 unless --seeds A..B says otherwise). */
   seedBase?: number;
+  /**
+   * Run flags given to every bug's runs after its own (they win): one
+   * configuration for every defect instead of the per-bug targets, e.g.
+   * `--scenario mixed --backing mixed --vcpus 3 --guest-mem 64M`.
+   */
+  runFlags?: string[];
+  /** Ignore the per-bug targets: every bug in GENERIC_TARGET (plus runFlags). */
+  generic?: boolean;
   simOps: number;
   threadsMs: number;
   vcpus: number;
   guestMem: string;
 }
 
+/** One configuration for every defect (`--generic`): everything at once, every backing. */
+export const GENERIC_TARGET: ZooTarget = { scenario: 'mixed', backing: 'mixed' };
+
 export const DEFAULT_BUDGET: ZooBudget = { seeds: 5, simOps: 60_000, threadsMs: 10_000, vcpus: 2, guestMem: '8M' };
 
 export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget, profile = 'fixed'): string[] {
-  const t = ZOO_TARGETS[bug];
+  const t = b.generic ? GENERIC_TARGET : ZOO_TARGETS[bug];
   const args = ['--profile', profile, '--scenario', t.scenario, '--backing', t.backing, '--vcpus', String(b.vcpus), '--guest-mem', b.guestMem, '--mode', mode, '--seed', String(seed)];
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
-  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? []))];
+  return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])];
 }
 
 export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget): Promise<Report> {
@@ -202,6 +213,18 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         only.push(name);
         break;
       }
+      case '--run-flags': {
+        const flags = v().split(/\s+/).filter((x) => x !== '');
+        for (const bad of ['--bug', '--mode', '--seed', '--ops', '--duration', '--profile']) {
+          if (flags.includes(bad)) throw new ConfigError(a, `--run-flags may not set ${bad} (the zoo sets it per run)`);
+        }
+        parseRunArgs(flags); // a bad flag is reported here, naming it
+        b.runFlags = flags;
+        break;
+      }
+      case '--generic':
+        b.generic = true;
+        break;
       case '--json':
         json = v();
         break;
@@ -209,7 +232,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         verbose = true;
         break;
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N|A..B --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --json FILE --verbose`);
+        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N|A..B --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --run-flags 'FLAGS' --generic --json FILE --verbose`);
     }
   }
   const rows: ZooRow[] = [];
@@ -226,7 +249,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     rows.push(row);
     io.err(`${info.name}: sim ${row.sim ? `${row.sim.caught}/${row.sim.tried}` : '-'}, threads ${row.threads ? `${row.threads.caught}/${row.threads.tried}` : '-'}`);
   }
-  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest`;
+  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest${b.generic ? `; every bug in the same configuration (scenario ${GENERIC_TARGET.scenario}, backing ${GENERIC_TARGET.backing})` : ''}${b.runFlags ? `; every run with ${b.runFlags.join(' ')}` : ''}`;
   io.out(formatKillTable(rows, meta));
   // The machine may be shared: the load average says how busy it was.
   const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
