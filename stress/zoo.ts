@@ -107,6 +107,8 @@ export interface ZooCell {
   /** Median time to detection over the seeds, ms (an uncaught seed counts as the budget). */
   medianMs: number | null;
   expectedSeen: boolean;
+  /** Seeds that failed by an invariant not expected for this defect (not counted as caught). */
+  otherFailures?: number;
   /** Per seed, in order. */
   seeds?: ZooSeedResult[];
 }
@@ -128,29 +130,37 @@ export async function zooCell(info: BugInfo, mode: 'sim' | 'threads', b: ZooBudg
   let caught = 0;
   let invariant: string | null = null;
   let expectedSeen = false;
+  let otherFailures = 0;
   const perSeed: ZooSeedResult[] = [];
   const first = b.seedBase ?? 1;
   for (let seed = first; seed < first + b.seeds; seed++) {
     const r = await runZooOnce(info.name, mode, seed, b);
     const invs = r.violations.map((v) => v.invariant);
-    const hit = r.result === 'fail' && r.exitCode === 1;
+    // Caught means reported by an invariant that names this defect: a
+    // report of another kind (a watchdog firing on a loaded machine, say)
+    // is counted apart, not as a kill.
+    const failed = r.result === 'fail' && r.exitCode === 1;
+    const hit = failed && invs.some((i) => i === info.expected || (info.also ?? []).includes(i as never));
     perSeed.push({ seed, caught: hit, ms: Math.round(r.elapsedMs), invariants: [...new Set(invs)], ...(r.error ? { error: r.error } : {}) });
     if (hit) {
       caught++;
       times.push(r.elapsedMs);
       invariant ??= invs[0];
-      if (invs.some((i) => i === info.expected || (info.also ?? []).includes(i as never))) expectedSeen = true;
+      expectedSeen = true;
     } else {
+      if (failed) otherFailures++;
       times.push(mode === 'sim' ? r.elapsedMs : b.threadsMs);
     }
     log?.(`  ${info.name} ${mode} seed ${seed}: ${r.result}${invs.length ? ` [${[...new Set(invs)].join(',')}]` : ''} ${Math.round(r.elapsedMs)} ms${r.error ? ` ERROR ${r.error}` : ''}`);
   }
-  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen, seeds: perSeed };
+  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen, otherFailures, seeds: perSeed };
 }
 
 export function formatKillTable(rows: ZooRow[], meta: string): string {
   const cell = (c: ZooCell | null): string =>
-    c === null ? '-' : `${c.caught}/${c.tried} ${c.medianMs === null ? 'median >budget' : `median ${(c.medianMs / 1000).toFixed(2)}s`}`;
+    c === null
+      ? '-'
+      : `${c.caught}/${c.tried} ${c.medianMs === null ? 'median >budget' : `median ${(c.medianMs / 1000).toFixed(2)}s`}${c.otherFailures ? ` (+${c.otherFailures} other)` : ''}`;
   const lines = [
     meta,
     '',
