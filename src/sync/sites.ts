@@ -36,6 +36,8 @@ export const SITE_NAMES = [
   'park',
   'actor.loop',
   'fault.retry',
+  /** Just after a memslot update is published, before the grace period or write-protect. */
+  'memslot.published',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
@@ -64,7 +66,7 @@ export function siteName(site: number): string {
  * - around a lock release (`lock.release`, `lock.acquire`): see also the
  *   hand-over to a waiter in src/sim/sched.ts;
  * - between memslot publish and write-protect (`memslot.publish`,
- *   `srcu.sync`, `dirty.harvest`, `dirty.mark`);
+ *   `memslot.published`, `srcu.sync`, `dirty.harvest`, `dirty.mark`);
  * - inside a notifier start/end pair and a host operation (`notifier.start`,
  *   `notifier.end`, `host.op`, `hostpt.migrating`);
  * - between clearing an entry and the flush that covers it, and inside the
@@ -84,6 +86,7 @@ const PREEMPT_EVERY: Partial<Record<SiteName, number>> = {
   'lock.release': 8,
   'lock.acquire': 32,
   'memslot.publish': 2,
+  'memslot.published': 2,
   'srcu.sync': 2,
   'srcu.read': 64,
   'dirty.harvest': 4,

@@ -210,6 +210,7 @@ describe('sim-mode site odds', () => {
       'fault.gfn_to_pfn', // after the host lookup
       'lock.release', // around lock release
       'memslot.publish', // between memslot publish and write-protect
+      'memslot.published',
       'srcu.sync',
       'notifier.start', // inside notifier start/end
       'notifier.end',
