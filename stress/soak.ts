@@ -19,7 +19,7 @@ import { parseIntFlag } from './units.js';
 export const SOAK_BACKINGS = ['anon', 'thp', 'hugetlb', 'mixed'] as const;
 export const SOAK_SCHEDS = ['random', 'pct'] as const;
 /** Guest accesses per seed (all vCPUs): a soak of 2000 seeds stays well under an hour on 2 cores. */
-export const SOAK_OPS = 12_000;
+export const SOAK_OPS = 8_000;
 export const SOAK_SEEDS = 2000;
 /** Far from the seeds the tests and the kill-table measurements use. */
 export const SOAK_FIRST_SEED = 100_001;
