@@ -4,7 +4,7 @@
  * it, the seeds tried, and the median time to detection.
  */
 import { cpus, loadavg } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { BUGS, type BugInfo } from '../src/profiles.js';
 import { ConfigError } from '../src/config.js';
 import { parseRunArgs } from './options.js';
@@ -175,12 +175,78 @@ export function formatKillTable(rows: ZooRow[], meta: string): string {
   return lines.join('\n');
 }
 
+/** What `--json` writes. */
+export interface ZooFile {
+  meta: string;
+  budget: ZooBudget;
+  load?: { start: number[]; end: number[] };
+  wallMs?: number;
+  rows: ZooRow[];
+}
+
+function accepted(bug: string, invariant: string): boolean {
+  const info = BUGS.find((x) => x.name === bug);
+  return info !== undefined && (invariant === info.expected || (info.also ?? []).includes(invariant as never));
+}
+
+/**
+ * A cell counted again from its seeds by today's rule (caught = reported by
+ * an invariant that names the defect): files written before that rule
+ * counted any failure.
+ */
+export function recount(bug: string, c: ZooCell | null, mode: 'sim' | 'threads', b: ZooBudget): ZooCell | null {
+  if (c === null || !c.seeds) return c;
+  const times: number[] = [];
+  let caught = 0;
+  let other = 0;
+  for (const s of c.seeds) {
+    const hit = s.invariants.some((i) => accepted(bug, i));
+    if (hit) caught++;
+    else if (s.invariants.length > 0) other++;
+    times.push(hit || mode === 'sim' ? s.ms : b.threadsMs);
+  }
+  return { ...c, caught, otherFailures: other, medianMs: caught > c.tried / 2 ? median(times) : null };
+}
+
+/** Kill table with before/after columns per mode (`--compare BEFORE.json`). */
+export function formatCompareTable(before: ZooFile, after: ZooFile): string {
+  const cell = (c: ZooCell | null): string =>
+    c === null ? '-' : `${c.caught}/${c.tried}, ${c.medianMs === null ? '>budget' : `${(c.medianMs / 1000).toFixed(2)} s`}${c.otherFailures ? ` (+${c.otherFailures} other)` : ''}`;
+  const lines = [
+    `before: ${before.meta}${before.load ? `; load average ${before.load.start[0]} -> ${before.load.end[0]}` : ''}`,
+    `after: ${after.meta}${after.load ? `; load average ${after.load.start[0]} -> ${after.load.end[0]}` : ''}`,
+    '',
+    '| bug | invariant (expected) | sim before | sim after | threads before | threads after |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of after.rows) {
+    const old = before.rows.find((x) => x.bug === r.bug);
+    const inv = r.sim?.invariant ?? r.threads?.invariant ?? '-';
+    lines.push(
+      `| ${r.bug} | ${inv} (${r.expected}) | ${cell(recount(r.bug, old?.sim ?? null, 'sim', before.budget))} | ${cell(recount(r.bug, r.sim, 'sim', after.budget))} | ${cell(recount(r.bug, old?.threads ?? null, 'threads', before.budget))} | ${cell(recount(r.bug, r.threads, 'threads', after.budget))} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function readZooFile(flag: string, file: string): ZooFile {
+  try {
+    const f = JSON.parse(readFileSync(file, 'utf8')) as ZooFile;
+    if (!Array.isArray(f.rows) || typeof f.meta !== 'string') throw new Error('no rows');
+    return f;
+  } catch (e) {
+    throw new ConfigError(flag, `${flag} '${file}' is not a zoo JSON file (s2stress zoo --json): ${(e as Error).message}`);
+  }
+}
+
 export async function main(args: string[], io: { out(s: string): void; err(s: string): void }): Promise<number> {
   const b: ZooBudget = { ...DEFAULT_BUDGET };
   let modes: ('sim' | 'threads')[] = ['sim', 'threads'];
   let json: string | null = null;
   const only: string[] = [];
   let verbose = false;
+  let from: ZooFile | null = null;
+  let compare: ZooFile | null = null;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = (): string => {
@@ -241,9 +307,20 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       case '--verbose':
         verbose = true;
         break;
+      case '--from':
+        from = readZooFile(a, v());
+        break;
+      case '--compare':
+        compare = readZooFile(a, v());
+        break;
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N|A..B --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --run-flags 'FLAGS' --generic --json FILE --verbose`);
+        throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted: --seeds N|A..B --sim-ops N --threads-duration TIME --mode sim|threads|both --bug NAME --run-flags 'FLAGS' --generic --json FILE --verbose --from FILE --compare FILE`);
     }
+  }
+  if (from) {
+    // Print a saved measurement (with --compare: against an earlier one); no run.
+    io.out(compare ? formatCompareTable(compare, from) : formatKillTable(from.rows, from.meta));
+    return 0;
   }
   const rows: ZooRow[] = [];
   const loadBefore = loadavg();
@@ -261,6 +338,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   }
   const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest${b.generic ? `; every bug in the same configuration (scenario ${GENERIC_TARGET.scenario}, backing ${GENERIC_TARGET.backing})` : ''}${b.runFlags ? `; every run with ${b.runFlags.join(' ')}` : ''}`;
   io.out(formatKillTable(rows, meta));
+  if (compare) io.out('\n' + formatCompareTable(compare, { meta, budget: b, rows }));
   // The machine may be shared: the load average says how busy it was.
   const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
   io.err(`zoo: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at start ${load.start.join(' ')}, at end ${load.end.join(' ')}`);
