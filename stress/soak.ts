@@ -6,6 +6,9 @@
  * command that reruns that seed; the last line is a one-line summary.
  *
  *   node dist/stress/soak.js [--seeds N] [--first-seed S] [--ops N] [--jobs J] [--json FILE]
+ *
+ * `--bug NAME` soaks `fixed` with a defect instead: the soak must then fail
+ * (a check that the soak can fail at all).
  */
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -29,7 +32,7 @@ export const SOAK_FIRST_SEED = 100_001;
  * so that every combination comes round every 56 seeds; vCPUs (2 or 3),
  * guest size (4 or 8 MiB), lock kind and PCT depth vary with the seed too.
  */
-export function soakArgs(seed: number, ops: number): string[] {
+export function soakArgs(seed: number, ops: number, bugs: readonly string[] = []): string[] {
   const scenarios = SCENARIOS.map((s) => s.name);
   let k = seed;
   const scenario = scenarios[k % scenarios.length];
@@ -47,6 +50,7 @@ export function soakArgs(seed: number, ops: number): string[] {
     '--ops', String(ops),
     '--seed', String(seed),
     '--quiet',
+    ...bugs.flatMap((b) => ['--bug', b]),
   ];
 }
 
@@ -68,6 +72,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   let ops = SOAK_OPS;
   let jobs = availableParallelism();
   let json: string | null = null;
+  const bugs: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = (): string => {
@@ -91,12 +96,15 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       case '--json':
         json = v();
         break;
+      case '--bug':
+        bugs.push(v());
+        break;
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for the soak; accepted: --seeds N --first-seed S --ops N --jobs J --json FILE`);
+        throw new ConfigError(a, `unknown flag '${a}' for the soak; accepted: --seeds N --first-seed S --ops N --jobs J --json FILE --bug NAME`);
     }
   }
   // Every configuration is checked before the first run starts.
-  for (let s = first; s < first + Math.min(seeds, 56); s++) parseRunArgs(soakArgs(s, ops));
+  for (let s = first; s < first + Math.min(seeds, 56); s++) parseRunArgs(soakArgs(s, ops, bugs));
   const t0 = performance.now();
   const load0 = loadavg();
   const failures: SoakFailure[] = [];
@@ -109,7 +117,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     for (;;) {
       const seed = next++;
       if (seed >= first + seeds) return;
-      const o = parseRunArgs(soakArgs(seed, ops));
+      const o = parseRunArgs(soakArgs(seed, ops, bugs));
       const r = await runSim(o);
       done++;
       steps += r.schedule?.steps ?? 0;
@@ -130,7 +138,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, seeds)) }, () => worker()));
   const wallMs = performance.now() - t0;
   const load1 = loadavg();
-  const summary = `soak:sim ${failures.length === 0 ? 'PASS' : 'FAIL'}: ${seeds} seeds (${first}..${first + seeds - 1}), ${clean} clean, ${failures.length} failed; fixed profile, ${SCENARIOS.length} scenarios x ${SOAK_BACKINGS.length} backings x ${SOAK_SCHEDS.length} strategies, ${ops} accesses per seed, ${steps} scheduling steps; wall ${fmtWall(wallMs)} with ${jobs} at once on ${cpus().length} cores, load average ${load0[0].toFixed(1)} -> ${load1[0].toFixed(1)}`;
+  const summary = `soak:sim ${failures.length === 0 ? 'PASS' : 'FAIL'}: ${seeds} seeds (${first}..${first + seeds - 1}), ${clean} clean, ${failures.length} failed; fixed profile${bugs.length ? ` + bugs ${bugs.join(',')}` : ''}, ${SCENARIOS.length} scenarios x ${SOAK_BACKINGS.length} backings x ${SOAK_SCHEDS.length} strategies, ${ops} accesses per seed, ${steps} scheduling steps; wall ${fmtWall(wallMs)} with ${jobs} at once on ${cpus().length} cores, load average ${load0[0].toFixed(1)} -> ${load1[0].toFixed(1)}`;
   if (json) {
     writeFileSync(json, JSON.stringify({ summary, seeds, first, ops, jobs, clean, failures, wallMs: Math.round(wallMs), steps, scheduleVersion: SCHEDULE_VERSION, load: { start: load0, end: load1 } }, null, 2));
   }
