@@ -80,7 +80,10 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   const args = ['--profile', profile, '--scenario', t.scenario, '--backing', t.backing, '--vcpus', String(b.vcpus), '--guest-mem', b.guestMem, '--mode', mode, '--seed', String(seed)];
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
-  else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
+  // The watchdog must fire well inside the budget (a deadlock is a defect
+  // too), yet not while a loaded machine is still starting the workers
+  // (seconds, at a load average of 40 on 2 cores).
+  else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', `${Math.max(3000, Math.floor(b.threadsMs * 0.8))}ms`);
   return [...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])];
 }
 
