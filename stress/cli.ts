@@ -26,6 +26,7 @@ const REPLAY_HELP = `s2stress replay REPORT.json [--json FILE] [--quiet] [--verb
     re-run the run a report describes: exact in sim mode (an interrupted sim run is
     replayed to the step it stopped at), the same seeds and configuration in threads mode`;
 const LIST_HELP = 's2stress list scenarios|bugs|profiles [--json]';
+import { SCHEDULE_VERSION } from '../src/sim/sched.js';
 
 export const USAGE = `usage:
   ${RUN_FLAGS_HELP}
@@ -265,6 +266,17 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
   const stopAt = s?.stoppedAtStep;
   if (stopAt !== undefined && stopAt !== null && !(typeof stopAt === 'number' && Number.isInteger(stopAt) && stopAt > 0)) {
     throw new UsageError('schedule.stoppedAtStep', `report field schedule.stoppedAtStep must be a positive whole number or null, got ${JSON.stringify(stopAt)}`);
+  }
+  const cfg = prior.config as { mode?: unknown } | null;
+  if (cfg && typeof cfg === 'object' && cfg.mode === 'sim') {
+    // The same seed means another run once the strategies or the seeded workloads change.
+    const version = s?.version ?? 1;
+    if (version !== SCHEDULE_VERSION) {
+      throw new UsageError(
+        'schedule.version',
+        `'${file}' is a sim-mode report of schedule version ${String(version)}, and this s2stress runs schedule version ${SCHEDULE_VERSION}: the same seed now gives a different run, so it cannot be replayed exactly. Rerun with the s2stress that wrote it, or search afresh with: ${typeof prior.replay === 'string' ? prior.replay : 's2stress run ...'}`,
+      );
+    }
   }
   const o = optionsFromReportConfig(prior.config, extra, typeof stopAt === 'number' ? { stopStep: stopAt } : {});
   if (o.json) checkJsonWritable(o.json);

@@ -22,6 +22,11 @@ export interface ScheduleReport {
    * --stop-step) ended, null when it ran to its end. `replay` ends there.
    */
   stoppedAtStep: number | null;
+  /**
+   * What a seed means in sim mode (SCHEDULE_VERSION of src/sim/sched.ts);
+   * absent in reports of version 1. `replay` refuses another version.
+   */
+  version?: number;
 }
 
 export interface Report {

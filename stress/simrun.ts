@@ -6,7 +6,7 @@
  * done), or reports a deadlock that names who waits on what.
  */
 import { CTRL } from '../src/shm/layout.js';
-import { SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
+import { SCHEDULE_VERSION, SIM, SIMF, SimMain, SimState } from '../src/sim/sched.js';
 import { checkStoppedWorld, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
@@ -132,6 +132,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     switches: st.f[SIMF.SWITCHES],
     strategy: o.sched === 'pct' ? `pct depth ${o.pctDepth}` : 'random',
     stoppedAtStep: stoppedAt >= 0 ? stoppedAt : null,
+    version: SCHEDULE_VERSION,
   };
   const signal = interrupted ? abortSignalName(hooks.signal) : null;
   return buildReport(run, o, {

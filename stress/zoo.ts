@@ -3,8 +3,8 @@
  * and threads mode until the harness reports it; the invariant that caught
  * it, the seeds tried, and the median time to detection.
  */
-import { cpus } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { BUGS, type BugInfo } from '../src/profiles.js';
 import { ConfigError } from '../src/config.js';
 import { parseRunArgs } from './options.js';
@@ -67,35 +67,72 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
 };
 
 export interface ZooBudget {
+  /** Seeds per bug and mode: seedBase .. seedBase + seeds - 1. */
   seeds: number;
+  /** First seed (1 unless --seeds A..B says otherwise). */
+  seedBase?: number;
+  /**
+   * Run flags given to every bug's runs after its own (they win): one
+   * configuration for every defect instead of the per-bug targets, e.g.
+   * `--scenario mixed --backing mixed --vcpus 3 --guest-mem 64M`.
+   */
+  runFlags?: string[];
+  /** Ignore the per-bug targets: every bug in GENERIC_TARGET (plus runFlags). */
+  generic?: boolean;
   simOps: number;
   threadsMs: number;
   vcpus: number;
   guestMem: string;
 }
 
+/** One configuration for every defect (`--generic`): everything at once, every backing. */
+export const GENERIC_TARGET: ZooTarget = { scenario: 'mixed', backing: 'mixed' };
+
 export const DEFAULT_BUDGET: ZooBudget = { seeds: 5, simOps: 60_000, threadsMs: 10_000, vcpus: 2, guestMem: '8M' };
 
 export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget, profile = 'fixed'): string[] {
-  const t = ZOO_TARGETS[bug];
+  const t = b.generic ? GENERIC_TARGET : ZOO_TARGETS[bug];
   const args = ['--profile', profile, '--scenario', t.scenario, '--backing', t.backing, '--vcpus', String(b.vcpus), '--guest-mem', b.guestMem, '--mode', mode, '--seed', String(seed)];
   if (profile === 'fixed' && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
-  else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', '3s');
-  return lastWins([...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? []))]);
+  // The watchdog must fire well inside the budget (a deadlock is a defect
+  // too), yet not while a loaded machine is still starting the workers
+  // (seconds, at a load average of 40 on 2 cores).
+  else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', `${Math.max(3000, Math.floor(b.threadsMs * 0.8))}ms`);
+  return lastWins([...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])]);
 }
 
-/** Per-bug flags override the budget's (`run` refuses a repeated flag): keep the last value of each flag but --bug. */
-function lastWins(args: string[]): string[] {
-  const pairs: [string, string][] = [];
-  for (let i = 0; i < args.length; i += 2) pairs.push([args[i], args[i + 1]]);
-  return pairs.filter(([f], i) => f === '--bug' || !pairs.slice(i + 1).some(([g]) => g === f)).flat();
+/**
+ * Per-bug flags and --run-flags override the budget's (`run` refuses a
+ * repeated flag): keep the last value of each flag but --bug. A flag's value
+ * is the next word unless that is a flag itself (`run` refuses values that
+ * start with --).
+ */
+export function lastWins(args: string[]): string[] {
+  const groups: string[][] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (i + 1 < args.length && !args[i + 1].startsWith('--')) {
+      groups.push([args[i], args[i + 1]]);
+      i++;
+    } else groups.push([args[i]]);
+  }
+  return groups.filter(([f], i) => f === '--bug' || !groups.slice(i + 1).some(([g]) => g === f)).flat();
 }
 
 export async function runZooOnce(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget): Promise<Report> {
   const o = parseRunArgs(zooArgs(bug, mode, seed, b), { ...parseRunArgs([]), seed });
   o.quiet = true;
   return mode === 'sim' ? runSim(o) : runThreads(o);
+}
+
+/** One seed's outcome in a kill-table cell. */
+export interface ZooSeedResult {
+  seed: number;
+  caught: boolean;
+  ms: number;
+  invariants: string[];
+  /** Harness failure (exit 3), if any. */
+  error?: string;
 }
 
 export interface ZooCell {
@@ -105,6 +142,10 @@ export interface ZooCell {
   /** Median time to detection over the seeds, ms (an uncaught seed counts as the budget). */
   medianMs: number | null;
   expectedSeen: boolean;
+  /** Seeds that failed by an invariant not expected for this defect (not counted as caught). */
+  otherFailures?: number;
+  /** Per seed, in order. */
+  seeds?: ZooSeedResult[];
 }
 
 export interface ZooRow {
@@ -124,25 +165,37 @@ export async function zooCell(info: BugInfo, mode: 'sim' | 'threads', b: ZooBudg
   let caught = 0;
   let invariant: string | null = null;
   let expectedSeen = false;
-  for (let seed = 1; seed <= b.seeds; seed++) {
+  let otherFailures = 0;
+  const perSeed: ZooSeedResult[] = [];
+  const first = b.seedBase ?? 1;
+  for (let seed = first; seed < first + b.seeds; seed++) {
     const r = await runZooOnce(info.name, mode, seed, b);
     const invs = r.violations.map((v) => v.invariant);
-    if (r.result === 'fail' && r.exitCode === 1) {
+    // Caught means reported by an invariant that names this defect: a
+    // report of another kind (a watchdog firing on a loaded machine, say)
+    // is counted apart, not as a kill.
+    const failed = r.result === 'fail' && r.exitCode === 1;
+    const hit = failed && invs.some((i) => i === info.expected || (info.also ?? []).includes(i as never));
+    perSeed.push({ seed, caught: hit, ms: Math.round(r.elapsedMs), invariants: [...new Set(invs)], ...(r.error ? { error: r.error } : {}) });
+    if (hit) {
       caught++;
       times.push(r.elapsedMs);
       invariant ??= invs[0];
-      if (invs.some((i) => i === info.expected || (info.also ?? []).includes(i as never))) expectedSeen = true;
+      expectedSeen = true;
     } else {
+      if (failed) otherFailures++;
       times.push(mode === 'sim' ? r.elapsedMs : b.threadsMs);
     }
     log?.(`  ${info.name} ${mode} seed ${seed}: ${r.result}${invs.length ? ` [${[...new Set(invs)].join(',')}]` : ''} ${Math.round(r.elapsedMs)} ms${r.error ? ` ERROR ${r.error}` : ''}`);
   }
-  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen };
+  return { caught, tried: b.seeds, invariant, medianMs: caught > b.seeds / 2 ? median(times) : null, expectedSeen, otherFailures, seeds: perSeed };
 }
 
 export function formatKillTable(rows: ZooRow[], meta: string): string {
   const cell = (c: ZooCell | null): string =>
-    c === null ? '-' : `${c.caught}/${c.tried} ${c.medianMs === null ? 'median >budget' : `median ${(c.medianMs / 1000).toFixed(2)}s`}`;
+    c === null
+      ? '-'
+      : `${c.caught}/${c.tried} ${c.medianMs === null ? 'median >budget' : `median ${(c.medianMs / 1000).toFixed(2)}s`}${c.otherFailures ? ` (+${c.otherFailures} other)` : ''}`;
   const lines = [
     meta,
     '',
@@ -157,10 +210,77 @@ export function formatKillTable(rows: ZooRow[], meta: string): string {
   return lines.join('\n');
 }
 
-export const ZOO_USAGE = `s2stress zoo [--mode sim|threads|both] [--seeds N] [--bug NAME]... [--sim-ops N] [--threads-duration TIME]
-             [--json FILE] [--verbose]
-  run every --bug (or the ones named) over seeds 1..N in each mode and print the kill table;
+export const ZOO_USAGE = `s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--sim-ops N] [--threads-duration TIME]
+             [--run-flags 'FLAGS'] [--generic] [--json FILE] [--verbose]
+s2stress zoo --from FILE [--compare BEFORE.json]
+  run every --bug (or the ones named) over seeds 1..N (or A..B) in each mode and print the kill table;
+  --run-flags adds run flags to every run, --generic runs every bug in one untuned configuration;
+  --from prints a saved kill table (with --compare, before and after columns) without running;
   exit 0 when every bug was caught, 1 when one was not, 2 on bad usage`;
+
+/** What `--json` writes. */
+export interface ZooFile {
+  meta: string;
+  budget: ZooBudget;
+  load?: { start: number[]; end: number[] };
+  wallMs?: number;
+  rows: ZooRow[];
+}
+
+function accepted(bug: string, invariant: string): boolean {
+  const info = BUGS.find((x) => x.name === bug);
+  return info !== undefined && (invariant === info.expected || (info.also ?? []).includes(invariant as never));
+}
+
+/**
+ * A cell counted again from its seeds by today's rule (caught = reported by
+ * an invariant that names the defect): files written before that rule
+ * counted any failure.
+ */
+export function recount(bug: string, c: ZooCell | null, mode: 'sim' | 'threads', b: ZooBudget): ZooCell | null {
+  if (c === null || !c.seeds) return c;
+  const times: number[] = [];
+  let caught = 0;
+  let other = 0;
+  for (const s of c.seeds) {
+    const hit = s.invariants.some((i) => accepted(bug, i));
+    if (hit) caught++;
+    else if (s.invariants.length > 0) other++;
+    times.push(hit || mode === 'sim' ? s.ms : b.threadsMs);
+  }
+  return { ...c, caught, otherFailures: other, medianMs: caught > c.tried / 2 ? median(times) : null };
+}
+
+/** Kill table with before/after columns per mode (`--compare BEFORE.json`). */
+export function formatCompareTable(before: ZooFile, after: ZooFile): string {
+  const cell = (c: ZooCell | null): string =>
+    c === null ? '-' : `${c.caught}/${c.tried}, ${c.medianMs === null ? '>budget' : `${(c.medianMs / 1000).toFixed(2)} s`}${c.otherFailures ? ` (+${c.otherFailures} other)` : ''}`;
+  const lines = [
+    `before: ${before.meta}${before.load ? `; load average ${before.load.start[0]} -> ${before.load.end[0]}` : ''}`,
+    `after: ${after.meta}${after.load ? `; load average ${after.load.start[0]} -> ${after.load.end[0]}` : ''}`,
+    '',
+    '| bug | invariant (expected) | sim before | sim after | threads before | threads after |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of after.rows) {
+    const old = before.rows.find((x) => x.bug === r.bug);
+    const inv = r.sim?.invariant ?? r.threads?.invariant ?? '-';
+    lines.push(
+      `| ${r.bug} | ${inv} (${r.expected}) | ${cell(recount(r.bug, old?.sim ?? null, 'sim', before.budget))} | ${cell(recount(r.bug, r.sim, 'sim', after.budget))} | ${cell(recount(r.bug, old?.threads ?? null, 'threads', before.budget))} | ${cell(recount(r.bug, r.threads, 'threads', after.budget))} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function readZooFile(flag: string, file: string): ZooFile {
+  try {
+    const f = JSON.parse(readFileSync(file, 'utf8')) as ZooFile;
+    if (!Array.isArray(f.rows) || typeof f.meta !== 'string') throw new Error('no rows');
+    return f;
+  } catch (e) {
+    throw new ConfigError(flag, `${flag} '${file}' is not a zoo JSON file (s2stress zoo --json): ${(e as Error).message}`);
+  }
+}
 
 export async function main(args: string[], io: { out(s: string): void; err(s: string): void }): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -172,6 +292,8 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   let json: string | null = null;
   const only: string[] = [];
   let verbose = false;
+  let from: ZooFile | null = null;
+  let compare: ZooFile | null = null;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = (): string => {
@@ -180,9 +302,22 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       return x;
     };
     switch (a) {
-      case '--seeds':
-        b.seeds = parseIntFlag(a, v(), 1, 1000);
+      case '--seeds': {
+        // N (seeds 1..N) or A..B (a range, e.g. seeds no test uses)
+        const x = v();
+        const range = /^(\d+)\.\.(\d+)$/.exec(x.trim());
+        if (range) {
+          const lo = parseIntFlag(a, range[1], 0, 0xffffffff);
+          const hi = parseIntFlag(a, range[2], 0, 0xffffffff);
+          if (hi < lo || hi - lo >= 1000) throw new ConfigError(a, `--seeds A..B needs A <= B and at most 1000 seeds, got '${x}'`);
+          b.seedBase = lo;
+          b.seeds = hi - lo + 1;
+        } else {
+          b.seeds = parseIntFlag(a, x, 1, 1000);
+          b.seedBase = 1;
+        }
         break;
+      }
       case '--sim-ops':
         b.simOps = parseIntFlag(a, v(), 1000, 100_000_000);
         break;
@@ -201,17 +336,42 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         only.push(name);
         break;
       }
+      case '--run-flags': {
+        const flags = v().split(/\s+/).filter((x) => x !== '');
+        for (const bad of ['--bug', '--mode', '--seed', '--ops', '--duration', '--profile']) {
+          if (flags.includes(bad)) throw new ConfigError(a, `--run-flags may not set ${bad} (the zoo sets it per run)`);
+        }
+        parseRunArgs(flags); // a bad flag is reported here, naming it
+        b.runFlags = flags;
+        break;
+      }
+      case '--generic':
+        b.generic = true;
+        break;
       case '--json':
         json = v();
         break;
       case '--verbose':
         verbose = true;
         break;
+      case '--from':
+        from = readZooFile(a, v());
+        break;
+      case '--compare':
+        compare = readZooFile(a, v());
+        break;
       default:
         throw new ConfigError(a, `unknown flag '${a}' for zoo; accepted:\n${ZOO_USAGE}`);
     }
   }
+  if (from) {
+    // Print a saved measurement (with --compare: against an earlier one); no run.
+    io.out(compare ? formatCompareTable(compare, from) : formatKillTable(from.rows, from.meta));
+    return 0;
+  }
   const rows: ZooRow[] = [];
+  const loadBefore = loadavg();
+  const t0 = Date.now();
   for (const info of BUGS) {
     if (only.length && !only.includes(info.name)) continue;
     const row: ZooRow = { bug: info.name, expected: info.expected, sim: null, threads: null };
@@ -223,8 +383,12 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     rows.push(row);
     io.err(`${info.name}: sim ${row.sim ? `${row.sim.caught}/${row.sim.tried}` : '-'}, threads ${row.threads ? `${row.threads.caught}/${row.threads.tried}` : '-'}`);
   }
-  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest`;
+  const meta = `s2stress zoo, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}), node ${process.version}; seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}; budget per seed: sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s; ${b.vcpus} vCPUs, ${b.guestMem} guest${b.generic ? `; every bug in the same configuration (scenario ${GENERIC_TARGET.scenario}, backing ${GENERIC_TARGET.backing})` : ''}${b.runFlags ? `; every run with ${b.runFlags.join(' ')}` : ''}`;
   io.out(formatKillTable(rows, meta));
-  if (json) writeFileSync(json, JSON.stringify({ meta, budget: b, rows }, null, 2));
+  if (compare) io.out('\n' + formatCompareTable(compare, { meta, budget: b, rows }));
+  // The machine may be shared: the load average says how busy it was.
+  const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
+  io.err(`zoo: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at start ${load.start.join(' ')}, at end ${load.end.join(' ')}`);
+  if (json) writeFileSync(json, JSON.stringify({ meta, budget: b, load, wallMs: Date.now() - t0, rows }, null, 2));
   return rows.every((r) => (r.sim?.caught ?? 0) + (r.threads?.caught ?? 0) > 0) ? 0 : 1;
 }

@@ -48,6 +48,20 @@ export interface ActorParams {
   devicePct: number;
 }
 
+/**
+ * One host-MM operation in HINT_EVERY aims at the page a vCPU is using right
+ * now (memory pressure hits hot pages), the rest at uniformly drawn pages.
+ */
+export const HINT_EVERY = 4;
+
+/**
+ * One guest access in EDGE_EVERY aims at an edge: the first or last page of
+ * the slot, of a dirty-bitmap word (32 pages) or of a 2 MiB region, or the
+ * page a host operation is working on. Defects at one edge page (an
+ * off-by-one at a range end) are otherwise met by chance only.
+ */
+export const EDGE_EVERY = 8;
+
 /** A per-actor seed derived from the run seed (seedrandom's ARC4 stream). */
 export function actorSeed(runSeed: number, actorId: number): number {
   const rng = seedrandom(`s2stress:${runSeed}:${actorId}`);

@@ -1,21 +1,48 @@
 /**
  * A vCPU's run loop: a seeded stream of guest accesses (read/write mix,
- * pattern uniform / hot set / sequential sweep), each through the full
- * TLB -> walk -> fault path. Writes go to pages this vCPU owns
- * (gfn % vcpus == id), so that the guest's shadow has one writer per page.
+ * pattern uniform / hot set / sequential sweep, and one access in
+ * EDGE_EVERY at an edge page), each through the full TLB -> walk -> fault
+ * path. Writes go to pages this vCPU owns (gfn % vcpus == id), so that the
+ * guest's shadow has one writer per page. The page of the access in flight
+ * is published in the vCPU's TARGET_GFN word, where the host-MM actor looks
+ * for hot pages.
  */
 import type { Kvm } from '../kvm/kvm.js';
 import type { Actor } from '../sync/actor.js';
 import { XorShift32 } from '../sync/sched.js';
-import { CTRL } from '../shm/layout.js';
+import { ACTOR, CTRL } from '../shm/layout.js';
+import { CNT } from '../check/names.js';
 import { SITE } from '../sync/sites.js';
 import { ACCESS_ABORTED, ACCESS_LIVELOCK, guestAccess } from '../kvm/vcpu.js';
 import { safePoint, tick } from './control.js';
-import { type ActorParams, actorSeed } from './params.js';
+import { type ActorParams, EDGE_EVERY, actorSeed } from './params.js';
+import { vcpuTargetGfn } from './hostmm.js';
 
 const BATCH = 64;
 const HOT_SET = 64;
 const HOT_RESHUFFLE = 4096;
+
+/**
+ * An edge page of guest RAM (`ram` pages from gfn 0): the first or last page
+ * of the slot, of a dirty-bitmap word (32 pages: harvests write-protect by
+ * word) or of a 2 MiB region (a block, a PTE table), or the page the host-MM
+ * actor is working on now.
+ */
+export function edgeGfn(kvm: Kvm, rng: XorShift32, ram: number): number {
+  const last = rng.nextU32() & 1;
+  switch (rng.below(4)) {
+    case 0:
+      return last ? ram - 1 : 0;
+    case 1:
+      return Math.min(ram - 1, rng.below(Math.ceil(ram / 32)) * 32 + last * 31);
+    case 2:
+      return Math.min(ram - 1, rng.below(Math.ceil(ram / 512)) * 512 + last * 511);
+    default: {
+      const host = vcpuTargetGfn(kvm, kvm.layout.hostActor);
+      return host >= 0 ? host : Math.min(ram - 1, rng.below(Math.ceil(ram / 512)) * 512 + last * 511);
+    }
+  }
+}
 
 export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
   const m = kvm.m;
@@ -27,6 +54,7 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
   const writeThreshold = Math.floor((p.writePct / 100) * 4294967296);
   const deviceThreshold = L.devicePages > 0 ? Math.floor((p.devicePct / 100) * 4294967296) : 0;
   const selftest = p.migrator === 'selftest';
+  const targetWord = kvm.actorWord(vcpu.id, ACTOR.TARGET_GFN);
   let hotBase = rng.below(ram);
   let sweep = Math.floor((ram / V) * vcpu.id);
   let done = 0;
@@ -48,6 +76,9 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
       let gfn: number;
       if (deviceThreshold !== 0 && rng.nextU32() < deviceThreshold) {
         gfn = ram + rng.below(L.devicePages);
+      } else if (rng.below(EDGE_EVERY) === 0) {
+        gfn = edgeGfn(kvm, rng, ram);
+        kvm.count(vcpu, CNT.edgeAccesses);
       } else if (pattern === 'hot') {
         if ((done + i) % HOT_RESHUFFLE === 0) hotBase = rng.below(ram);
         gfn = (hotBase + rng.below(HOT_SET)) % ram;
@@ -72,6 +103,9 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
           value = ((vcpu.writeSeq << 7) | vcpu.id) | 0;
         }
       }
+      // A hint for the host-MM actor (read with Atomics.load there); a plain
+      // store keeps the hot path cheap.
+      m[targetWord] = gfn + 1;
       const got = guestAccess(kvm, vcpu, gfn, write, value);
       if (got === ACCESS_ABORTED) break;
       if (got === ACCESS_LIVELOCK) {

@@ -77,6 +77,12 @@ export const COUNTER_NAMES = [
   'reschedDrops',
   'teardowns',
   'memslotDeletes',
+  /** migrate_pages() passes that failed with -EAGAIN (an extra reference, e.g. an in-flight fault's). */
+  'hostMigrationRetries',
+  /** Host-MM operations aimed at a page a vCPU is using right now. */
+  'hostOpsHinted',
+  /** vCPU accesses aimed at an edge (slot, bitmap-word or 2 MiB boundary, a page under a host operation). */
+  'edgeAccesses',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(

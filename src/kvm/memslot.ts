@@ -138,6 +138,7 @@ export function kvmEnableDirtyLogging(kvm: Kvm, actor: Actor, slot: number): voi
   actor.sched.point(SITE['memslot.publish']);
   Atomics.store(m, slotWord(kvm, slot, SLOTW.FLAGS), flags | KVM_MEM_LOG_DIRTY_PAGES | SLOT_HAS_DIRTY_BITMAP);
   kvm.trace(actor, EV['log.on'], slot);
+  actor.sched.point(SITE['memslot.published']); // faults that read the old slot are still running
   if (kvm.proto.wpBeforeGrace) {
     if (!kvm.proto.noWpOnEnable) kvmMmuWpMemoryRegion(kvm, actor, slot);
     synchronizeSrcu(kvm, actor);
@@ -163,6 +164,7 @@ export function kvmDisableDirtyLogging(kvm: Kvm, actor: Actor, slot: number): vo
   actor.sched.point(SITE['memslot.publish']);
   Atomics.store(m, slotWord(kvm, slot, SLOTW.FLAGS), flags & ~(KVM_MEM_LOG_DIRTY_PAGES | SLOT_HAS_DIRTY_BITMAP));
   kvm.trace(actor, EV['log.off'], slot);
+  actor.sched.point(SITE['memslot.published']);
   synchronizeSrcu(kvm, actor);
   Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_OFF);
   kvm.count(actor, CNT.loggingOff);

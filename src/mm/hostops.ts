@@ -45,42 +45,72 @@ function frameRef(kvm: Kvm, f: number): number {
   return Atomics.load(kvm.m, kvm.layout.frameRef + f);
 }
 
+/** migrate_pages() passes over a page that keeps failing with -EAGAIN (NR_MAX_MIGRATE_PAGES_RETRY). */
+export const MIGRATE_PAGES_RETRY = 10;
+
+/** migratePageOnce() results. */
+export const MIGRATE_OK = 0;
+/** The page could not be isolated or changed under us: not retried. */
+export const MIGRATE_EBUSY = -16;
+/** Someone else holds a reference (folio_ref_freeze() failed): migrate_pages() retries. */
+export const MIGRATE_EAGAIN = -11;
+
 /**
- * migrate_pages() of one 4 KiB anonymous page: try_to_unmap() (which runs the
- * invalidate start/end pair and leaves a migration entry), copy, then
- * remove_migration_ptes(). Fails (-EAGAIN) when someone else holds a
- * reference, as migrate_page_move_mapping() does. Returns true if migrated.
+ * One pass of migrate_pages() over one 4 KiB anonymous page, in the kernel's
+ * order (unmap_and_move -> __unmap_and_move):
+ * - isolation: the page must be present, small, not KSM, device or hugetlb.
+ *   Compaction also skips a page with an extra reference, a racy pre-check
+ *   (isolate_migratepages_block: "migration will fail if an anonymous page
+ *   is pinned"); NUMA balancing, which moves the pages a CPU is using right
+ *   now, does not (`precheck` false);
+ * - try_to_unmap(): inside an invalidate start/end pair, replace the PTE by
+ *   a migration entry (lookups wait on it from here);
+ * - move_to_new_page() -> folio_migrate_mapping(): freeze the refcount at
+ *   the mapping's one reference; any other reference (a fault between its
+ *   host lookup and the release of the page) fails the pass with -EAGAIN and
+ *   remove_migration_ptes() puts the old page back;
+ * - else copy into a new frame, map it, and free the old one.
+ * So an in-flight fault makes the pass fail, but only after the notifier
+ * pair ran: the fault must see mmu_notifier_retry() and retry.
  */
-export function migratePage(kvm: Kvm, actor: Actor, gfn: number): boolean {
+export function migratePageOnce(kvm: Kvm, actor: Actor, gfn: number, precheck: boolean): number {
   const m = kvm.m;
   const L = kvm.layout;
   actor.sched.point(SITE['host.op']);
   const v = hpteLock(kvm, actor, gfn);
   const f = v & HPTE_FRAME_MASK;
-  const movable = (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB | FRAME_THP | FRAME_ZERO)) === 0;
-  if (!movable || frameRef(kvm, f) !== 1) {
-    hpteUnlock(kvm, gfn, v);
-    if (movable) kvm.count(actor, CNT.hostPinnedRefusals);
-    return false;
-  }
   hpteUnlock(kvm, gfn, v);
+  if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_KSM | FRAME_HUGETLB | FRAME_THP | FRAME_ZERO)) !== 0) {
+    return MIGRATE_EBUSY;
+  }
+  if (precheck && frameRef(kvm, f) !== 1) {
+    kvm.count(actor, CNT.hostPinnedRefusals);
+    return MIGRATE_EBUSY;
+  }
   // try_to_unmap_one(): notifier pair around replacing the PTE by a migration entry
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, 1);
   const v2 = hpteLock(kvm, actor, gfn);
-  if (v2 !== v || frameRef(kvm, f) !== 1) {
-    if (v2 === v) kvm.count(actor, CNT.hostPinnedRefusals);
+  if (v2 !== v) {
     hpteUnlock(kvm, gfn, v2);
     kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
-    return false;
+    return MIGRATE_EBUSY;
   }
   hpteUnlock(kvm, gfn, v | HPTE_MIGRATING);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
+  actor.sched.point(SITE['host.op']);
+  // folio_ref_freeze(): only the mapping's reference may be left
+  if (frameRef(kvm, f) !== 1) {
+    const v3 = hpteLock(kvm, actor, gfn);
+    hpteUnlock(kvm, gfn, v3 & ~HPTE_MIGRATING); // remove_migration_ptes(old, old)
+    kvm.count(actor, CNT.hostMigrationRetries);
+    return MIGRATE_EAGAIN;
+  }
   // move_to_new_page(): copy
   const nf = allocFrame(kvm, actor);
   const v3 = hpteLock(kvm, actor, gfn);
   if (nf === 0) {
     hpteUnlock(kvm, gfn, v3 & ~HPTE_MIGRATING);
-    return false;
+    return MIGRATE_EBUSY;
   }
   actor.sched.point(SITE['host.op']);
   Atomics.store(m, L.frameData + nf, Atomics.load(m, L.frameData + f));
@@ -89,7 +119,24 @@ export function migratePage(kvm: Kvm, actor: Actor, gfn: number): boolean {
   putPage(kvm, actor, f);
   kvm.count(actor, CNT.hostMigrations);
   kvm.trace(actor, EV['host.migrate'], gfn, f, nf);
-  return true;
+  return MIGRATE_OK;
+}
+
+/**
+ * migrate_pages() of one page: passes while a pass fails with -EAGAIN, at
+ * most MIGRATE_PAGES_RETRY (cond_resched() between passes). `precheck`:
+ * compaction's racy skip of pinned pages (see migratePageOnce). Returns true
+ * if migrated.
+ */
+export function migratePage(kvm: Kvm, actor: Actor, gfn: number, precheck = true): boolean {
+  for (let pass = 0; pass < MIGRATE_PAGES_RETRY; pass++) {
+    const r = migratePageOnce(kvm, actor, gfn, precheck);
+    if (r !== MIGRATE_EAGAIN) return r === MIGRATE_OK;
+    actor.sched.point(SITE['host.op']);
+  }
+  // Every pass met a reference beyond the mapping: a pinned page, for now.
+  kvm.count(actor, CNT.hostPinnedRefusals);
+  return false;
 }
 
 /** Lock the 512 host PTEs of a region, ascending (the PMD lock of a THP). */
@@ -150,22 +197,28 @@ export function collapseHugePage(kvm: Kvm, actor: Actor, region: number, scratch
     const f = v & HPTE_FRAME_MASK;
     if (noneOrZero(v)) continue; // khugepaged_max_ptes_none (default 511): collapsed as zeros
     used++;
-    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || frameRef(kvm, f) !== 1 || (frameFlags(kvm, f) & (FRAME_KSM | FRAME_THP)) !== 0) {
-      ok = false;
-      if ((v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_KSM | FRAME_THP)) === 0) kvm.count(actor, CNT.hostPinnedRefusals);
-    }
+    if ((v & HPTE_PRESENT) === 0 || (v & (HPTE_HUGE | HPTE_MIGRATING)) !== 0 || (frameFlags(kvm, f) & (FRAME_KSM | FRAME_THP)) !== 0) ok = false;
   }
   if (used === 0) ok = false;
   if (!ok) {
     unlockRegion(kvm, base, scratch);
     return false;
   }
-  const g = allocGroup(kvm, actor, FRAME_THP);
+  // collapse_huge_page(): the notifier pair opens before the pages are
+  // isolated; __collapse_huge_page_isolate() then fails on a page with an
+  // extra reference (an in-flight fault's), after KVM has been told.
+  kvmMmuNotifierInvalidateRangeStart(kvm, actor, base, FRAMES_PER_GROUP);
+  for (let i = 0; i < FRAMES_PER_GROUP && ok; i++) {
+    if (noneOrZero(scratch[i]) || frameRef(kvm, scratch[i] & HPTE_FRAME_MASK) === 1) continue;
+    ok = false;
+    kvm.count(actor, CNT.hostPinnedRefusals);
+  }
+  const g = ok ? allocGroup(kvm, actor, FRAME_THP) : 0;
   if (g === 0) {
     unlockRegion(kvm, base, scratch);
+    kvmMmuNotifierInvalidateRangeEnd(kvm, actor, base, FRAMES_PER_GROUP);
     return false;
   }
-  kvmMmuNotifierInvalidateRangeStart(kvm, actor, base, FRAMES_PER_GROUP);
   for (let i = 0; i < FRAMES_PER_GROUP; i++) {
     const f = scratch[i] & HPTE_FRAME_MASK;
     if (!noneOrZero(scratch[i])) Atomics.store(m, L.frameData + g + i, Atomics.load(m, L.frameData + f));
@@ -194,7 +247,12 @@ function ksmCandidate(kvm: Kvm, v: number): boolean {
   return (v & HPTE_PRESENT) !== 0 && (v & (HPTE_HUGE | HPTE_MIGRATING)) === 0 && (frameFlags(kvm, f) & (FRAME_DEVICE | FRAME_HUGETLB | FRAME_THP | FRAME_ZERO)) === 0;
 }
 
-/** write_protect_page(): make the host PTE read-only inside a notifier pair. */
+/**
+ * write_protect_page(): make the host PTE read-only inside a notifier pair.
+ * A page with a reference besides its mapping (a fault holding it) is left
+ * alone, as the kernel's `page_mapcount + 1 + swapped != page_count` test
+ * does (a KSM page is shared by design: its references are its mappings).
+ */
 function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number): number {
   const v = hpteLock(kvm, actor, gfn);
   hpteUnlock(kvm, gfn, v);
@@ -202,8 +260,10 @@ function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number): number {
   if ((v & HPTE_WRITE) === 0) return v;
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, 1);
   const v2 = hpteLock(kvm, actor, gfn);
-  const res = v2 === v ? v & ~HPTE_WRITE : 0;
-  hpteUnlock(kvm, gfn, v2 === v ? res : v2);
+  const f = v & HPTE_FRAME_MASK;
+  const pinned = (frameFlags(kvm, f) & FRAME_KSM) === 0 && frameRef(kvm, f) !== 1;
+  const res = v2 === v && !pinned ? v & ~HPTE_WRITE : 0;
+  hpteUnlock(kvm, gfn, res !== 0 ? res : v2);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
   return res;
 }

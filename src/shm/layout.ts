@@ -294,4 +294,10 @@ export const ACTOR = {
   WAITING_ON: 4,
   /** Actor kind code (see stress). */
   KIND: 5,
+  /**
+   * The guest page this actor works on now, + 1 (0: none): a vCPU's access
+   * in flight (the page it faults on, when it faults), the host-MM actor's
+   * operation. Hints only, for aiming at pages in use (src/actors).
+   */
+  TARGET_GFN: 6,
 } as const;

@@ -8,12 +8,24 @@
  * seed and the program alone: same seed and configuration, same run.
  *
  * Strategies (Shuttle's vocabulary):
- * - `random`: at each point, with probability 1/RANDOM_SWITCH_EVERY, the next
- *   actor is drawn uniformly among the runnable ones (a preemption at every
- *   point would cost a thread hand-over at every point);
+ * - `random`: at each point, with the site's odds (SITE_PREEMPT_EVERY in
+ *   src/sync/sites.ts: 1 in 256 by default, 1 in 2 to 1 in 64 at the sites
+ *   that open race windows), the running actor is preempted for one drawn
+ *   uniformly among the other runnable ones (a preemption at every point
+ *   would cost a thread hand-over at every point). At a lock release, with
+ *   probability 1/HANDOFF_EVERY, the lock goes to a waiter: the baton passes
+ *   to an actor that was blocked and can now run (a ticket lock serves its
+ *   next waiter at once; without this a waiter would run only when a
+ *   preemption happened to fall there);
  * - `pct`: Burckhardt et al., ASPLOS 2010: distinct random priorities, the
  *   highest-priority runnable actor runs, and at d-1 random change points the
- *   running actor drops below every initial priority.
+ *   running actor drops below every initial priority. A change point is
+ *   drawn as a step number and falls on the first window site
+ *   (WINDOW_SITES) at or after it.
+ *
+ * The meaning of a seed is versioned (SCHEDULE_VERSION): a change to the
+ * strategies, the site odds or the seeded workloads makes the same seed a
+ * different run, and a report of another version cannot be replayed.
  *
  * Blocking: `waitWhile(index, value)` marks the actor blocked on that word; it
  * is runnable again once the word differs. When no actor is runnable the
@@ -22,7 +34,7 @@
  */
 import type { Sched } from '../sync/sched.js';
 import { CTRL } from '../shm/layout.js';
-import { SITE } from '../sync/sites.js';
+import { SITE, SITE_NAMES, SITE_PREEMPT_EVERY, WINDOW_SITES } from '../sync/sites.js';
 
 export const SIM = {
   CURRENT: 0,
@@ -71,10 +83,22 @@ const A_WAIT_VAL = 2;
 const A_PRIO = 3;
 const A_TURN = 4;
 
-export const RANDOM_SWITCH_EVERY = 256;
+/**
+ * Version of what a sim seed means: the strategies, the site odds and the
+ * seeded choices of the actors. Reports carry it (`schedule.version`);
+ * `replay` refuses a report of another version. 1: uniform 1/256
+ * preemption (no version field in the report); 2: per-site odds, lock
+ * hand-over to waiters, PCT change points on window sites, host operations
+ * aimed at hot pages, edge accesses.
+ */
+export const SCHEDULE_VERSION = 2;
+
+/** At a lock release, the lock goes to a waiter with probability 1/HANDOFF_EVERY (random strategy). */
+export const HANDOFF_EVERY = 2;
 /** Steps without any actor's progress before the run is called a livelock. */
 export const LIVELOCK_STEPS = 1 << 24;
 const SLOW_PATH_EVERY = 1024;
+const P_RELEASE = SITE['lock.release'];
 
 export type SimStrategy = 'random' | 'pct';
 
@@ -189,7 +213,8 @@ export class SimSched implements Sched {
   private readonly f: Float64Array;
   private readonly n: number;
   private readonly pct: boolean;
-  private readonly switchThreshold: number;
+  /** Per site: preempt when rand() < threshold (2^32 / SITE_PREEMPT_EVERY). */
+  private readonly thresholds: Float64Array;
   /**
    * `progressBase` is the word of actor 0's PROGRESS counter and
    * `progressStride` the distance between actors' (the livelock watch);
@@ -207,7 +232,8 @@ export class SimSched implements Sched {
     this.f = st.f;
     this.n = st.cfg.actors;
     this.pct = st.cfg.strategy === 'pct';
-    this.switchThreshold = Math.floor(4294967296 / RANDOM_SWITCH_EVERY);
+    this.thresholds = new Float64Array(SITE_NAMES.length);
+    for (let i = 0; i < SITE_NAMES.length; i++) this.thresholds[i] = Math.floor(4294967296 / SITE_PREEMPT_EVERY[i]);
   }
 
   /** Called by the worker before the actor's first step: wait for the baton. */
@@ -233,7 +259,7 @@ export class SimSched implements Sched {
     if (steps % SLOW_PATH_EVERY === 0) this.slowPath(steps);
     let next: number;
     if (this.pct) {
-      if (steps >= this.st.changePoints[s[SIM.CHANGE_IDX]]) {
+      if (steps >= this.st.changePoints[s[SIM.CHANGE_IDX]] && WINDOW_SITES[site]) {
         // change point i (1-based): the running actor drops to priority d - i
         const i = s[SIM.CHANGE_IDX] + 1;
         s[SIM.CHANGE_IDX] = i;
@@ -241,10 +267,39 @@ export class SimSched implements Sched {
       }
       next = this.pickPct(this.me);
     } else {
-      if (this.st.rand() >= this.switchThreshold) return;
-      next = this.pickRandom(this.me);
+      if (site === P_RELEASE && this.st.rand() % HANDOFF_EVERY === 0) {
+        next = this.pickWoken();
+        if (next >= 0) {
+          this.switchTo(next);
+          return;
+        }
+      }
+      if (this.st.rand() >= this.thresholds[site]) return;
+      next = this.pickRandom(this.me, true);
+      if (next === this.st.main) return;
     }
     if (next !== this.me) this.switchTo(next);
+  }
+
+  /**
+   * An actor other than this one that was blocked and can run now (what it
+   * waited for changed: a lock just released), drawn uniformly; -1 if none.
+   */
+  private pickWoken(): number {
+    const s = this.s;
+    let count = 0;
+    for (let a = 0; a < this.n; a++) {
+      if (a !== this.me && s[this.st.word(a, A_STATE)] === STATE_BLOCKED && this.runnable(a)) count++;
+    }
+    if (count === 0) return -1;
+    let k = this.st.rand() % count;
+    for (let a = 0; a < this.n; a++) {
+      if (a !== this.me && s[this.st.word(a, A_STATE)] === STATE_BLOCKED && this.runnable(a)) {
+        if (k === 0) return a;
+        k--;
+      }
+    }
+    return -1;
   }
 
   waitWhile(index: number, value: number, site: number): void {
@@ -296,13 +351,17 @@ export class SimSched implements Sched {
     return this.pct ? this.pickPct(current) : this.pickRandom(current);
   }
 
-  private pickRandom(current: number): number {
+  /**
+   * A uniformly drawn runnable actor (`current`, the running one, counts as
+   * runnable); with `others`, one other than `current`. Main when none.
+   */
+  private pickRandom(current: number, others = false): number {
     let count = 0;
-    for (let a = 0; a < this.n; a++) if (a === current || this.runnable(a)) count++;
+    for (let a = 0; a < this.n; a++) if (a === current ? !others : this.runnable(a)) count++;
     if (count === 0) return this.st.main;
     let k = this.st.rand() % count;
     for (let a = 0; a < this.n; a++) {
-      if (a === current || this.runnable(a)) {
+      if (a === current ? !others : this.runnable(a)) {
         if (k === 0) return a;
         k--;
       }

@@ -37,6 +37,8 @@ export const SITE_NAMES = [
   'actor.loop',
   'fault.retry',
   'pgtable.resched',
+  /** Just after a memslot update is published, before the grace period or write-protect. */
+  'memslot.published',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
@@ -48,3 +50,64 @@ export const SITE: { readonly [K in SiteName]: number } = Object.fromEntries(
 export function siteName(site: number): string {
   return SITE_NAMES[site] ?? `site#${site}`;
 }
+
+/**
+ * Sim mode, `random` strategy: a preemption at a site happens once in
+ * SITE_PREEMPT_EVERY[site] passes (default DEFAULT_PREEMPT_EVERY). The
+ * sites that open a race window get far better odds than the rest: the
+ * windows a real defect needs are often one scheduling point wide, and at
+ * 1 in 256 a run reaches them by luck. Sites that run in long loops (walks,
+ * host PTE locks of a 2 MiB region, page copies) keep the default odds, so
+ * that switching (one thread hand-over each) does not swamp the run.
+ *
+ * The windows:
+ * - a fault after its notifier-sequence snapshot and after its host lookup,
+ *   before mmu_lock (`fault.seq`, `fault.gfn_to_pfn`): a notifier, a memslot
+ *   change or a write-protect must slip in there;
+ * - around a lock release (`lock.release`, `lock.acquire`): see also the
+ *   hand-over to a waiter in src/sim/sched.ts;
+ * - between memslot publish and write-protect (`memslot.publish`,
+ *   `memslot.published`, `srcu.sync`, `dirty.harvest`, `dirty.mark`);
+ * - inside a notifier start/end pair and a host operation (`notifier.start`,
+ *   `notifier.end`, `host.op`, `hostpt.migrating`);
+ * - between clearing an entry and the flush that covers it, and inside the
+ *   flush (`tlb.flush`, `tlb.flush.wait`);
+ * - inside a guest access, between translation and memory operation
+ *   (`access.walk`, `access.store`, `access.load`).
+ */
+export const DEFAULT_PREEMPT_EVERY = 256;
+
+const PREEMPT_EVERY: Partial<Record<SiteName, number>> = {
+  'fault.seq': 4,
+  'fault.gfn_to_pfn': 4,
+  'fault.locked': 32,
+  'fault.done': 16,
+  'fault.retry': 16,
+  'fault.entry': 64,
+  'lock.release': 8,
+  'lock.acquire': 32,
+  'memslot.publish': 2,
+  'memslot.published': 2,
+  'srcu.sync': 2,
+  'srcu.read': 64,
+  'dirty.harvest': 4,
+  'dirty.mark': 16,
+  'notifier.start': 4,
+  'notifier.end': 4,
+  'host.op': 4,
+  'hostpt.migrating': 4,
+  'tlb.flush': 4,
+  'tlb.flush.wait': 8,
+  'access.walk': 32,
+  'access.store': 32,
+  'access.load': 64,
+};
+
+/** Preemption odds per site: one in SITE_PREEMPT_EVERY[site]. */
+export const SITE_PREEMPT_EVERY: readonly number[] = SITE_NAMES.map((n) => PREEMPT_EVERY[n] ?? DEFAULT_PREEMPT_EVERY);
+
+/**
+ * Sites that open a race window (odds of 1 in 8 or better): PCT change
+ * points fall on these.
+ */
+export const WINDOW_SITES: readonly boolean[] = SITE_PREEMPT_EVERY.map((n) => n <= 8);

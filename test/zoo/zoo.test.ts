@@ -73,6 +73,23 @@ describe('bug zoo detection', () => {
     }, 120_000);
   }
 
+  // A configuration nobody tuned for this defect: everything at once, every
+  // backing, a 64 MiB guest (16 384 pages, where uniformly drawn host
+  // operations almost never meet a fault's window).
+  it('no-notifier-retry is caught in sim mode in the mixed scenario (3 vCPUs, 64 MiB, mixed backing, 80 000 accesses) within seeds 1..3', async () => {
+    const args = ['--mode', 'sim', '--bug', 'no-notifier-retry', '--scenario', 'mixed', '--vcpus', '3', '--guest-mem', '64M', '--backing', 'mixed', '--ops', '80000'];
+    let caught: Report | null = null;
+    for (const seed of [1, 2, 3]) {
+      const r = await go([...args, '--seed', String(seed)]);
+      if (r.result === 'fail') {
+        caught = r;
+        break;
+      }
+    }
+    expect(caught, 'no-notifier-retry not caught in the mixed configuration, seeds 1..3').not.toBeNull();
+    expect(caught!.violations.some((v) => ['shadow-equal', 'frame-use-after-free', 'tlb-coherent'].includes(v.invariant)), why(caught!)).toBe(true);
+  }, 300_000);
+
   it('the clean fixed profile passes every zoo configuration in threads mode', async () => {
     const configs = new Set(BUGS.map((b) => JSON.stringify(withoutBug(zooArgs(b.name, 'threads', 1, { ...BUDGET, threadsMs: 1500 })))));
     for (const c of configs) {
