@@ -43,7 +43,7 @@ export function soakArgs(seed: number, ops: number, bugs: readonly string[] = []
   const h = Math.imul(seed, 0x9e3779b1) >>> 0;
   return [
     '--mode', 'sim', '--profile', 'fixed', '--scenario', scenario, '--backing', backing, '--sched', sched,
-    '--pct-depth', String(2 + (h % 3)),
+    ...(sched === 'pct' ? ['--pct-depth', String(2 + (h % 3))] : []),
     '--vcpus', String(2 + ((h >>> 4) & 1)),
     '--guest-mem', (h >>> 5) & 1 ? '8M' : '4M',
     '--lock', (h >>> 6) & 1 ? 'tas' : 'ticket',
@@ -104,7 +104,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     }
   }
   // Every configuration is checked before the first run starts.
-  for (let s = first; s < first + Math.min(seeds, 56); s++) parseRunArgs(soakArgs(s, ops, bugs));
+  for (let s = first; s < first + Math.min(seeds, SCENARIOS.length * SOAK_BACKINGS.length * SOAK_SCHEDS.length); s++) parseRunArgs(soakArgs(s, ops, bugs));
   const t0 = performance.now();
   const load0 = loadavg();
   const failures: SoakFailure[] = [];

@@ -45,7 +45,7 @@
  */
 import type { Kvm } from '../kvm/kvm.js';
 import type { Actor } from '../sync/actor.js';
-import { ACTOR, BBM_ACTOR_WORDS, BBM_CHANGED, BBM_HEADER_WORDS, BBM_PENDING } from '../shm/layout.js';
+import { ACTOR, CTRL, BBM_ACTOR_WORDS, BBM_CHANGED, BBM_HEADER_WORDS, BBM_PENDING } from '../shm/layout.js';
 import {
   LEVEL_PGD,
   LEVEL_PMD,
@@ -313,7 +313,10 @@ function leafFor(kvm: Kvm, gfn: number, level: number): void {
   const L = kvm.layout;
   leaf.level = 0;
   leaf.desc = 0;
-  const d1 = Atomics.load(m, L.tablesBase + pgdIndex(gfn));
+  // kvm->arch.pgd (a new root each VM life; none between two lives).
+  const root = Atomics.load(m, CTRL.S2_PGD) - 1;
+  if (root < 0) return;
+  const d1 = Atomics.load(m, L.tablesBase + root * PTRS_PER_TABLE + pgdIndex(gfn));
   if (!descIsTable(d1)) return;
   const d2 = Atomics.load(m, L.tablesBase + descOa(d1) * PTRS_PER_TABLE + pmdIndex(gfn));
   if (!descValid(d2)) return;

@@ -52,7 +52,7 @@ describe('teardown scenario: the use-after-free of 0c428a6a9256 by profile', () 
   }, 600_000);
 
   it('sim, 2 MiB granule: lock drops inside the guest range (memslot flush, notifier unmaps, write-protect) keep 5.1 clean on THP, and 4.11 is still caught', async () => {
-    const fixed = await run([...SIM, '--backing', 'thp', '--profile', '5.1', '--resched-granule', '2M', '--seed', '4']);
+    const fixed = await run([...SIM.map((a, i) => (SIM[i - 1] === '--backing' ? 'thp' : a)), '--profile', '5.1', '--resched-granule', '2M', '--seed', '4']);
     expect(fixed.result, why(fixed)).toBe('pass');
     expect(fixed.counters.reschedDrops, why(fixed)).toBeGreaterThan(1000);
     expect(fixed.replay).toContain('--resched-granule 2M');

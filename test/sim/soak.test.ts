@@ -9,9 +9,10 @@ import { SCENARIOS } from '../../stress/scenarios.js';
 import { parseRunArgs } from '../../stress/options.js';
 
 describe('soak:sim', () => {
-  it('every 56 consecutive seeds cover each scenario x backing x strategy once, with valid configurations', () => {
+  it('every scenarios x backings x strategies consecutive seeds cover each scenario x backing x strategy once, with valid configurations', () => {
     const seen = new Set<string>();
-    for (let seed = 100_001; seed < 100_001 + 56; seed++) {
+    const n = SCENARIOS.length * SOAK_BACKINGS.length * SOAK_SCHEDS.length;
+    for (let seed = 100_001; seed < 100_001 + n; seed++) {
       const o = parseRunArgs(soakArgs(seed, 8000));
       expect(o.mode).toBe('sim');
       expect(o.profile).toBe('fixed');

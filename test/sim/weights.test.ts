@@ -39,7 +39,7 @@ describe('window-weighted sim mode', () => {
     const file = join(dir, 'r.json');
     const lines: string[] = [];
     const io = { out: (s: string) => lines.push(s), err: (s: string) => lines.push(s) };
-    expect(await main(['run', ...SMALL, '--ops', '3000', '--scenario', 'migrate', '--seed', '31', '--quiet', '--json', file], io)).toBe(0);
+    expect(await main(['run', ...SMALL.filter((a, i, all) => a !== '--ops' && all[i - 1] !== '--ops'), '--ops', '3000', '--scenario', 'migrate', '--seed', '31', '--quiet', '--json', file], io)).toBe(0);
     expect(await main(['replay', file, '--quiet'], io)).toBe(0);
     expect(lines.join('\n')).toContain('replay: exact');
 
