@@ -254,7 +254,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'wpRangeUnaligned',
     description: 'the range walk steps by whole granules from an unaligned start, skipping entries (an unaligned unmap leaves freed pages mapped)',
     expected: 'frame-use-after-free',
-    also: ['shadow-equal', 'tlb-coherent'],
+    also: ['shadow-equal', 'tlb-coherent', 'frame-conservation'],
     origin: 'Linux 5.12 "Fix range alignment when walking page tables"',
   },
   {

@@ -33,7 +33,8 @@ export const USAGE = `usage:
   ${REPLAY_HELP}
   ${LIST_HELP}
   s2stress bench [--quick] [--json FILE] [...]   micro and scaling benchmarks (bench --help)
-  s2stress zoo [--mode sim|threads|both] [--seeds N] [--bug NAME]... [--json FILE] [...]
+  s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--json FILE] [--sim-ops N]
+               [--threads-duration TIME] [--generic] [--run-flags 'FLAGS'] [--from FILE [--compare FILE]]
                                                  run every --bug and print the kill table (zoo --help)
   s2stress help | COMMAND --help
 ${EXIT_CODES_HELP}`;

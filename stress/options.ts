@@ -200,7 +200,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --verbose              also print a crashed worker's stack
   --wide                 every lock_stat column (the default table fits 120 columns)
   --no-lock-stats        keep no lock statistics
-  --mem-prealloc         fault guest RAM in at start (QEMU -mem-prealloc); default: untouched, first reads map the zero page
+  --mem-prealloc         fault guest RAM in at start (QEMU -mem-prealloc); default: untouched (zero page)
   --resched-granule SIZE stage-2 walks offer cond_resched_lock() every SIZE, 2M to 1G (default 1G)
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)

@@ -85,17 +85,20 @@ describe('sim mode', () => {
     expect(b.schedule).toEqual(a.schedule);
   });
 
-  it('fixed passes 200 sim seeds across scenarios and both strategies', async () => {
+  it('fixed passes 150 sim seeds across scenarios and both strategies (npm run soak:sim runs 2000)', async () => {
     const scenarios = ['mixed', 'migrate', 'cancel', 'notifier-storm', 'selftest-dirty-log'];
     let runs = 0;
-    for (let seed = 1; seed <= 40; seed++) {
+    for (let seed = 1; seed <= 30; seed++) {
       for (const scenario of scenarios) {
         const sched = seed % 2 === 0 ? 'pct' : 'random';
-        const r = await run([...SMALL, '--scenario', scenario, '--sched', sched, '--ops', '2000', '--seed', String(seed)]);
+        // A migration takes more accesses than the other scenarios' work (under
+        // PCT, seed 16 completes none in 2000: the run then says "ran no work").
+        const ops = scenario === 'migrate' ? '4000' : '2000';
+        const r = await run([...SMALL, '--scenario', scenario, '--sched', sched, '--ops', ops, '--seed', String(seed)]);
         expect(r.result, why(r)).toBe('pass');
         runs++;
       }
     }
-    expect(runs).toBe(200);
+    expect(runs).toBe(150);
   }, 600_000);
 });
