@@ -332,7 +332,7 @@ export const BUGS: readonly BugInfo[] = [
     description:
       'transparent_hugepage_adjust() maps a block because the page is compound (PageTransCompound), not because the host maps it by a PMD: a block over a THP partly unmapped by the host (the 4.6 fix undone)',
     expected: 'stage2-host-coherent',
-    also: ['shadow-equal', 'frame-conservation'],
+    also: ['shadow-equal', 'frame-conservation', 'kernel-bug'],
     origin: '127393fbe597 "mm: thp: kvm: fix memory corruption in KVM with THP enabled" (Linux 4.6)',
   },
 ];

@@ -63,7 +63,7 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // Dissolves and write-protect faults replace entries: a THP guest under migration.
   'flush-before-clear': { scenario: 'migrate', backing: 'thp' },
   // The host must leave a THP compound and mapped by PTEs (a partial zap): thp-churn does little else.
-  'thp-adjust-compound': { scenario: 'thp-churn', backing: 'thp' },
+  'thp-adjust-compound': { scenario: 'thp-churn', backing: 'thp', threadsExtra: ['--check-every', '20ms'] },
 };
 
 export interface ZooBudget {
