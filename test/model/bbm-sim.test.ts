@@ -11,15 +11,17 @@ import { parseRunArgs } from '../../stress/options.js';
 import { runSim } from '../../stress/simrun.js';
 
 const SEEDS = [1, 2];
+/** fixed on both seeds; the older profiles, whose runs end at their first report, on the first. */
+const seedsOf = (profile: string): number[] => (profile === 'fixed' ? SEEDS : SEEDS.slice(0, 1));
 const SCENARIOS = ['mixed', 'migrate', 'notifier-storm'];
 const BLOCK_OVER_TABLE_HAZARD = /the PMD entry for gfn \d+\.\.\d+ went from table#\d+ to block frame \d+ r[ow] without break-before-make/;
 const BLOCK_OVER_TABLE_STALE = /TLB holds page frame \d+ r[ow] for gfn \d+, but the tables hold block frame \d+ r[ow] at the PMD: TLB conflict/;
 
 describe('break-before-make over sim runs', () => {
   for (const profile of ['v14', '4.0', '4.7', 'fixed'] as const) {
-    it(`${profile}: silent except for the block written over a PTE table (scenarios ${SCENARIOS.join(', ')}, seeds ${SEEDS.join(', ')})`, async () => {
+    it(`${profile}: silent except for the block written over a PTE table (scenarios ${SCENARIOS.join(', ')}, seeds ${seedsOf(profile).join(', ')})`, async () => {
       for (const scenario of SCENARIOS) {
-        for (const seed of SEEDS) {
+        for (const seed of seedsOf(profile)) {
           const o = parseRunArgs(['--mode', 'sim', '--profile', profile, '--scenario', scenario, '--vcpus', '2', '--guest-mem', '8M', '--ops', '20000', '--seed', String(seed)]);
           o.quiet = true;
           const r = await runSim(o);
