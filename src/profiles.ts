@@ -202,7 +202,7 @@ export const BUGS: readonly BugInfo[] = [
     field: 'noNotifierRetry',
     description: 'the fault path ignores mmu_notifier_retry',
     expected: 'shadow-equal',
-    also: ['frame-use-after-free', 'tlb-coherent'],
+    also: ['frame-use-after-free', 'tlb-coherent', 'stage2-host-coherent', 'frame-conservation'],
     origin: 'DESIGN.md zoo',
   },
   {

@@ -39,7 +39,10 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'wp-before-grace': { scenario: 'log-toggle', backing: 'thp', threadsExtra: ['--chaos', '0.2', '--write-pct', '90'] },
   // A fault must map a page the host is changing: a small guest makes them meet.
   'no-notifier-retry': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
-  'leak-on-dissolve': { scenario: 'migrate', backing: 'thp' },
+  // Logging that comes and goes (cancelled migrations): blocks come back between
+  // logging periods, so there is something to dissolve (a migration's logging
+  // may cover the whole run, and faults while logging map no block).
+  'leak-on-dissolve': { scenario: 'cancel', backing: 'thp' },
   'harvest-no-wp': { scenario: 'migrate', backing: 'anon' },
   'harvest-no-flush': { scenario: 'migrate', backing: 'anon' },
   // The window is one store wide: a small, write-heavy guest under a host storm.
