@@ -156,14 +156,14 @@ export const BUGS: readonly BugInfo[] = [
     description: 'dissolving a block does not flush the TLB',
     expected: 'tlb-coherent',
     also: ['frame-use-after-free', 'break-before-make'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'no-mark-dirty',
     field: 'noMarkDirty',
     description: 'a write fault does not mark the page dirty',
     expected: 'migration-equal',
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'thp-while-logging',
@@ -171,7 +171,7 @@ export const BUGS: readonly BugInfo[] = [
     description: 'THP adjust ignores logging and maps a block',
     expected: 'no-block-while-logging',
     also: ['migration-equal'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'hugetlb-while-logging',
@@ -179,7 +179,7 @@ export const BUGS: readonly BugInfo[] = [
     description: 'a hugetlb VMA gets a block while logging',
     expected: 'no-block-while-logging',
     also: ['migration-equal'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'no-wp-on-enable',
@@ -187,7 +187,7 @@ export const BUGS: readonly BugInfo[] = [
     description: 'turning logging on does not write-protect the slot',
     expected: 'migration-equal',
     also: ['no-block-while-logging'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'wp-before-grace',
@@ -195,7 +195,7 @@ export const BUGS: readonly BugInfo[] = [
     description: 'turning logging on write-protects before the SRCU grace period',
     expected: 'no-block-while-logging',
     also: ['migration-equal'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'no-notifier-retry',
@@ -203,21 +203,21 @@ export const BUGS: readonly BugInfo[] = [
     description: 'the fault path ignores mmu_notifier_retry',
     expected: 'shadow-equal',
     also: ['frame-use-after-free', 'tlb-coherent', 'stage2-host-coherent', 'frame-conservation'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'leak-on-dissolve',
     field: 'leakOnDissolve',
     description: 'dissolving does not drop the table reference',
     expected: 'table-conservation',
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'harvest-no-wp',
     field: 'harvestNoWp',
     description: 'harvesting clears dirty bits without write-protecting',
     expected: 'migration-equal',
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'harvest-no-flush',
@@ -225,7 +225,7 @@ export const BUGS: readonly BugInfo[] = [
     description: 'harvesting write-protects without flushing the TLB',
     expected: 'migration-equal',
     also: ['tlb-coherent', 'break-before-make'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'flush-no-wait',
@@ -233,14 +233,14 @@ export const BUGS: readonly BugInfo[] = [
     description: 'a TLB flush returns before vCPUs stop using removed entries',
     expected: 'frame-use-after-free',
     also: ['migration-equal', 'shadow-equal', 'break-before-make'],
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'unlocked-change-pte',
     field: 'unlockedChangePte',
     description: 'change_pte updates the tables without mmu_lock',
     expected: 'lock-held',
-    origin: 'DESIGN.md zoo',
+    origin: 'the project zoo (docs/design.md)',
   },
   {
     name: 'valid-pte-ref-leak',

@@ -1,5 +1,5 @@
 /**
- * The JSON report (DESIGN.md section 5: stable fields result, config,
+ * The JSON report (docs/design.md section 5: stable fields result, config,
  * violations, counters, migration, lock, schedule, replay) and its human
  * summary.
  */

@@ -1,5 +1,5 @@
 /**
- * The invariants of DESIGN.md section 3 that are checked on a stopped world
+ * The invariants of docs/design.md section 3 that are checked on a stopped world
  * (all actors parked), plus the reader of violations recorded live
  * (`frame-use-after-free`, `lock-held`, `kernel-bug`) in the shared ring.
  *

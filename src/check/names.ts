@@ -1,5 +1,5 @@
 /**
- * Stable names: invariants (DESIGN.md section 3), counters (the JSON
+ * Stable names: invariants (docs/design.md section 3), counters (the JSON
  * report's `counters`) and trace events. Numbered for shared memory, named
  * for reports.
  */

@@ -1,8 +1,9 @@
 /**
  * The stage-2 fault path: kvm_handle_guest_abort() -> user_mem_abort(), as
- * in arch/arm/kvm/mmu.c. The three profiles differ here (KERNEL-FACTS.md
- * section 1): v14 is the seed patch as posted, v15 the merged code of Linux
- * 4.x, fixed adds the later upstream fixes (in pgtable.ts).
+ * in arch/arm/kvm/mmu.c. The profiles differ here (docs/kernel-notes.md):
+ * v14 is the seed patch as posted, 4.0 the merged code, later versions add
+ * the upstream fixes (mostly in pgtable.ts); each switch is read from
+ * kvm.proto, derived from the profile's kernel version (src/profiles.ts).
  */
 import type { Kvm } from './kvm.js';
 import type { Actor } from '../sync/actor.js';

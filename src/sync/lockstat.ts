@@ -92,7 +92,7 @@ export interface LockSiteReport {
   holdTimed: number;
 }
 
-/** The report's `lock` field (DESIGN.md section 5). */
+/** The report's `lock` field (docs/design.md section 5). */
 export interface LockReport {
   kind: string;
   /** False with --no-lock-stats: no lock data was kept. */

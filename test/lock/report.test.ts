@@ -1,5 +1,5 @@
 /**
- * The lock_stat table and the report's `lock` field (DESIGN.md section 5),
+ * The lock_stat table and the report's `lock` field (docs/design.md section 5),
  * from constructed statistics and from short threads-mode runs with
  * statistics on and off. Threads-mode runs need `npm run build`.
  */

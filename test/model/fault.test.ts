@@ -1,7 +1,7 @@
 /**
  * The stage-2 fault path (user_mem_abort, stage2_set_pte, stage2_set_pmd_huge)
- * under the three profiles, one test per protocol rule (KERNEL-FACTS.md
- * section 2, "Fault"). Single-threaded and deterministic: where a rule is
+ * under the three profiles, one test per protocol rule (docs/kernel-notes.md
+ * "Fault"). Single-threaded and deterministic: where a rule is
  * about an interleaving, a ScriptSched runs the other actor's step at a
  * named scheduling point.
  */

@@ -1,6 +1,6 @@
 /**
  * Every invariant check fails on a state broken by hand, and passes on the
- * same state intact just before: none can pass vacuously (DESIGN.md
+ * same state intact just before: none can pass vacuously (docs/design.md
  * section 3).
  */
 import { describe, it, expect } from 'vitest';

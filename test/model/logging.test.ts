@@ -1,7 +1,7 @@
 /**
  * Dirty logging at the memslot level: turning it on (publish, SRCU grace
  * period, write-protect, flush), harvesting (KVM_GET_DIRTY_LOG) and turning
- * it off (KERNEL-FACTS.md section 2). One test per rule.
+ * it off (docs/kernel-notes.md). One test per rule.
  */
 import { describe, it, expect } from 'vitest';
 import { guestAccess } from '../../src/kvm/vcpu.js';

@@ -2,7 +2,7 @@
  * MMU notifiers and the host operations behind them: invalidate start/end,
  * mmu_notifier_retry in the fault path, change_pte, TLB flush completion,
  * and page migration / KSM / CoW / THP split and collapse / zap keeping the
- * guest's memory intact (KERNEL-FACTS.md section 2, "MMU notifiers", "TLB").
+ * guest's memory intact (docs/kernel-notes.md, "MMU notifiers", "TLB").
  */
 import { describe, it, expect } from 'vitest';
 import { guestAccess } from '../../src/kvm/vcpu.js';

@@ -1,7 +1,7 @@
 /**
  * Lock drops inside long stage-2 walks (cond_resched_lock), the 4.12
  * re-check of kvm->arch.pgd after them, the `table-use-after-free`
- * invariant, memslot delete and VM teardown (KERNEL-FACTS.md section 5,
+ * invariant, memslot delete and VM teardown (docs/kernel-notes.md,
  * "Lock drops inside walks"; 0c428a6a9256, 8b3405e345b5, 293f293637b5).
  *
  * Interleavings are scripted: an action registered at a scheduling point of
