@@ -56,7 +56,9 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'retry-leaks-page': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
   // An invalidation must complete between a fault's host lookup and its
   // sequence read, on the page it faults on: a small guest under a host storm.
-  'seq-after-lookup': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '2M', '--write-pct', '80'] },
+  // Threads: random delays (chaos) widen the one-point window between the host
+  // lookup and the sequence read; without them a detection takes 6-9 s.
+  'seq-after-lookup': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '2M', '--write-pct', '80'], threadsExtra: ['--chaos', '0.2'] },
   'harvest-wp-short': { scenario: 'migrate', backing: 'anon' },
   // A fault must take mmu_lock in the one step between the notifier's unlock and its count++.
   'count-after-unlock': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '2M', '--write-pct', '80'] },

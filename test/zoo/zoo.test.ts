@@ -14,7 +14,7 @@ import type { Report } from '../../stress/report.js';
 import { why } from '../harness/util.js';
 
 const SIM_SEEDS = [1, 2, 3, 4, 5];
-const THREADS_SEEDS = [1, 2, 3];
+const THREADS_SEEDS = [1, 2, 3, 4, 5];
 const BUDGET: ZooBudget = { seeds: 5, simOps: 40_000, threadsMs: 6000, vcpus: 2, guestMem: '8M' };
 
 async function go(args: string[]): Promise<Report> {
