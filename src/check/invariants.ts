@@ -236,27 +236,16 @@ export function checkFramesMappedAreLive(kvm: Kvm): Violation[] {
     }
   }
   // Stage-2 leaves pointing at freed frames: the guest can write into them.
-  const walk = (table: number, level: number, firstGfn: number): void => {
-    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
-    for (let i = 0; i < PTRS_PER_TABLE; i++) {
-      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
-      if (!descValid(d)) continue;
-      if (level < LEVEL_PTE && descIsTable(d)) {
-        walk(descOa(d), level + 1, firstGfn + i * span);
-        continue;
-      }
-      const n = level === LEVEL_PMD && pmdIsBlock(d) ? 512 : 1;
-      for (let k = 0; k < n; k++) {
-        const f = descOa(d) + k;
-        if ((m[L.frameFlags + f] & FRAME_DEVICE) === 0 && m[L.frameRef + f] <= 0) {
-          c.add(`stage-2 maps gfn ${firstGfn + i * span + k} to frame ${f}, which is free`, { gfn: firstGfn + i * span + k });
-          break;
-        }
+  forEachStage2Leaf(kvm, (gfn0, d, level) => {
+    const n = level === LEVEL_PMD ? 512 : 1;
+    for (let k = 0; k < n; k++) {
+      const f = descOa(d) + k;
+      if ((m[L.frameFlags + f] & FRAME_DEVICE) === 0 && m[L.frameRef + f] <= 0) {
+        c.add(`stage-2 maps gfn ${gfn0 + k} to frame ${f}, which is free`, { gfn: gfn0 + k });
+        break;
       }
     }
-  };
-  const root = kvmPgd(kvm);
-  if (root >= 0) walk(root, 1, 0);
+  });
   return c.done();
 }
 
@@ -373,37 +362,25 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
   if (freeCount + used !== pool) totals.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
 
   // Stage 2: every leaf frame (a block's 512) is the host's frame at that page, and not free.
-  const walk = (table: number, level: number, firstGfn: number): void => {
-    const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
-    for (let i = 0; i < PTRS_PER_TABLE; i++) {
-      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
-      if (!descValid(d)) continue;
-      const gfn0 = firstGfn + i * span;
-      if (level < LEVEL_PTE && descIsTable(d)) {
-        walk(descOa(d), level + 1, gfn0);
-        continue;
+  forEachStage2Leaf(kvm, (gfn0, d, level) => {
+    const level2 = level === LEVEL_PMD;
+    const n = level2 ? FRAMES_PER_GROUP : 1;
+    for (let k = 0; k < n; k++) {
+      const gfn = gfn0 + k;
+      const f = descOa(d) + k;
+      const what = `stage 2 maps gfn ${gfn} to frame ${f}${level2 ? ` (block ${describeDesc(d, LEVEL_PMD)})` : ''}`;
+      if (f >= first && f < L.frames && free[f]) {
+        c.add(`${what}, which is on the free lists`, { gfn });
+        break;
       }
-      const level2 = level === LEVEL_PMD && pmdIsBlock(d);
-      const n = level2 ? FRAMES_PER_GROUP : 1;
-      for (let k = 0; k < n; k++) {
-        const gfn = gfn0 + k;
-        const f = descOa(d) + k;
-        const what = `stage 2 maps gfn ${gfn} to frame ${f}${level2 ? ` (block ${describeDesc(d, LEVEL_PMD)})` : ''}`;
-        if (f >= first && f < L.frames && free[f]) {
-          c.add(`${what}, which is on the free lists`, { gfn });
-          break;
-        }
-        const h = gfn < L.pages ? Atomics.load(m, L.hpte + gfn) : 0;
-        const hf = (h & HPTE_PRESENT) !== 0 ? h & HPTE_FRAME_MASK : 0;
-        if (hf !== f) {
-          c.add(`${what}, but the host maps ${hf === 0 ? 'nothing' : `frame ${hf}`} there: a stage-2 mapping no MMU notifier removed`, { gfn });
-          break;
-        }
+      const h = gfn < L.pages ? Atomics.load(m, L.hpte + gfn) : 0;
+      const hf = (h & HPTE_PRESENT) !== 0 ? h & HPTE_FRAME_MASK : 0;
+      if (hf !== f) {
+        c.add(`${what}, but the host maps ${hf === 0 ? 'nothing' : `frame ${hf}`} there: a stage-2 mapping no MMU notifier removed`, { gfn });
+        break;
       }
     }
-  };
-  const root = kvmPgd(kvm);
-  if (root >= 0) walk(root, 1, 0);
+  });
   return [...totals.done(), ...c.done()];
 }
 
@@ -664,24 +641,35 @@ export function checkStage2HostCoherent(kvm: Kvm): Violation[] {
     }
     return true;
   };
+  forEachStage2Leaf(kvm, (first, d, level) => {
+    const n = level === LEVEL_PMD ? 512 : 1;
+    // One report per leaf: the first page of a block that disagrees.
+    for (let k = 0; k < n; k++) if (!leaf(first + k, d, level, first)) break;
+  });
+  return c.done();
+}
+
+/**
+ * Every valid stage-2 leaf of the current root (kvm->arch.pgd), read once:
+ * `visit(gfn, desc, level)` with the first gfn it maps and its level
+ * (LEVEL_PMD for a block of 512 pages, LEVEL_PTE for a page). The world is
+ * stopped (or the caller holds mmu_lock): no entry changes meanwhile.
+ */
+function forEachStage2Leaf(kvm: Kvm, visit: (gfn: number, d: number, level: number) => void): void {
+  const m = kvm.m;
+  const L = kvm.layout;
   const walk = (table: number, level: number, firstGfn: number): void => {
     const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
     for (let i = 0; i < PTRS_PER_TABLE; i++) {
       const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
       if (!descValid(d)) continue;
-      const first = firstGfn + i * span;
-      if (level < LEVEL_PTE && descIsTable(d)) {
-        walk(descOa(d), level + 1, first);
-        continue;
-      }
-      const n = level === LEVEL_PMD && pmdIsBlock(d) ? 512 : 1;
-      // One report per leaf: the first page of a block that disagrees.
-      for (let k = 0; k < n; k++) if (!leaf(first + k, d, n === 512 ? LEVEL_PMD : LEVEL_PTE, first)) break;
+      const gfn = firstGfn + i * span;
+      if (level < LEVEL_PTE && descIsTable(d)) walk(descOa(d), level + 1, gfn);
+      else visit(gfn, d, level === LEVEL_PMD && pmdIsBlock(d) ? LEVEL_PMD : LEVEL_PTE);
     }
   };
   const root = kvmPgd(kvm);
   if (root >= 0) walk(root, 1, 0);
-  return c.done();
 }
 
 const TABLE_STATE_TEXT = ['free', 'in a memory cache', 'in use'];
