@@ -7,14 +7,17 @@ import { PMD_SIZE, PAGE_SIZE, S2_OA_MAX } from './arch/stage2.js';
 
 /**
  * Profiles by kernel version, oldest first (src/profiles.ts says what each
- * one is). `v15` and `fixed` are aliases kept for the CLI contract: `v15` is
- * the 4.7 code (the merged series with break-before-make), `fixed` the newest
- * profile of this line.
+ * one is): the 2014 protocol of arch/arm/kvm/mmu.c up to 5.1, then the
+ * arm64 kvm_pgtable design with an rwlock mmu_lock (5.18 on, MODERN in
+ * docs/kernel-notes.md). `v15`, `fixed` and `modern` are aliases kept for
+ * the CLI contract: `v15` is the 4.7 code (the merged series with
+ * break-before-make), `fixed` the newest profile of the 2014 line (5.1),
+ * `modern` the newest arm64 profile.
  */
-export const KERNEL_PROFILES = ['v14', '4.0', '4.5', '4.6', '4.7', '4.11', '4.12', '4.19', '5.1'] as const;
+export const KERNEL_PROFILES = ['v14', '4.0', '4.5', '4.6', '4.7', '4.11', '4.12', '4.19', '5.1', '5.18-rc', '5.18', '6.2', '6.5', '6.7', '6.10'] as const;
 export type KernelProfile = (typeof KERNEL_PROFILES)[number];
-export const PROFILE_ALIASES = { v15: '4.7', fixed: '5.1' } as const satisfies Record<string, KernelProfile>;
-export const PROFILES = [...KERNEL_PROFILES, 'v15', 'fixed'] as const;
+export const PROFILE_ALIASES = { v15: '4.7', fixed: '5.1', modern: '6.10' } as const satisfies Record<string, KernelProfile>;
+export const PROFILES = [...KERNEL_PROFILES, 'v15', 'fixed', 'modern'] as const;
 export type ProfileName = (typeof PROFILES)[number];
 
 /** The kernel profile a name stands for (an alias resolved). */

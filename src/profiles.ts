@@ -36,6 +36,34 @@ export const KERNEL_INFO: Readonly<Record<KernelProfile, KernelInfo>> = {
   '4.12': { version: 412, arch: 'arm64', description: '0c428a6a9256: a walk that dropped mmu_lock re-checks that the stage-2 tables still exist' },
   '4.19': { version: 419, arch: 'arm64', description: 'skip updating a PMD/PTE whose value does not change (refault storms)' },
   '5.1': { version: 501, arch: 'arm64', description: 'a block over a PMD that holds a PTE table first unmaps the 2 MiB range, then retries; `fixed` names this code' },
+  '5.18-rc': {
+    version: 518,
+    arch: 'arm64',
+    description:
+      'mmu_lock is an rwlock (f783ef1c0e82): a write-permission fault while logging takes the read side, also on a block, so the not yet parallel-safe map walker splits the block under the read lock; fixed by f587661f21eb',
+  },
+  '5.18': {
+    version: 518,
+    arch: 'arm64',
+    description: 'mmu_lock is an rwlock: only a write-permission fault on a page while logging takes the read side and relaxes the entry; every other fault takes the write side',
+  },
+  '6.2': {
+    version: 602,
+    arch: 'arm64',
+    description:
+      'parallel stage-2 faults: every fault on the read side, a shared walker (compare-and-swap, LOCKED entries for break-before-make), unlinked tables freed after an RCU grace period',
+  },
+  '6.5': {
+    version: 605,
+    arch: 'arm64',
+    description: 'a12ab1378a88: a fault that relaxes permissions invalidates only the local TLB; a vCPU that lost the race skips it and takes one more permission fault',
+  },
+  '6.7': { version: 607, arch: 'arm64', description: 'be097997a273: the relax path invalidates the local TLB also when it lost the race' },
+  '6.10': {
+    version: 610,
+    arch: 'arm64',
+    description: 'the .change_pte() MMU notifier removed ("mm, kvm: remove the .change_pte() MMU notifier", 2024): KVM no longer maps a page from inside a host invalidation; `modern` names this code',
+  },
 };
 
 /**
@@ -66,6 +94,21 @@ export const PROFILE_FINDS: Readonly<Record<KernelProfile, { kernel: string; fin
   '4.12': { kernel: 'Linux 4.12', finds: 'as 4.7' },
   '4.19': { kernel: 'Linux 4.19', finds: 'as 4.7' },
   '5.1': { kernel: 'Linux 5.1', finds: 'nothing: clean, and every injected defect (--bug) is caught' },
+  '5.18-rc': {
+    kernel: 'Linux 5.18-rc',
+    finds: 'a block split by a write fault while logging under the read side of mmu_lock (lock-held: an exclusive write under the read side; two splitters at once also table-conservation, break-before-make); fixed by f587661f21eb (5.18)',
+  },
+  '5.18': { kernel: 'Linux 5.18', finds: 'the change_pte window of 6.2' },
+  '6.2': {
+    kernel: 'Linux 6.2',
+    finds: 'a window nobody named (not confirmed upstream): change_pte (kvm_set_spte_gfn -> kvm_pgtable_stage2_map) creates a stage-2 PTE for the page a CoW installs while a MADV_DONTNEED zap of the same page is between its invalidate_range_start and its PTE clear; the zap then frees that page, and the next write fault relaxes the stale entry (frame-use-after-free, stage2-host-coherent). Gone with .change_pte() (6.10)',
+  },
+  '6.5': {
+    kernel: 'Linux 6.5',
+    finds: 'no violation: a vCPU that lost a permission-relax race keeps its stale read-only TLB entry and takes one more permission fault (counted as spuriousPermFaults); be097997a273 (6.7) is an optimization, as its author said on the list',
+  },
+  '6.7': { kernel: 'Linux 6.7', finds: 'see 6.2' },
+  '6.10': { kernel: 'Linux 6.10', finds: 'nothing: clean, and every injected defect of the modern design (--bug) is caught' },
 };
 
 export interface Protocol {
@@ -110,6 +153,40 @@ export interface Protocol {
   /** fixed (Linux 4.19): skip updating a PMD/PTE whose value does not change. */
   fixSkipSameEntry: boolean;
 
+  // ---- the arm64 kvm_pgtable design (5.18 on; docs/kernel-notes.md "MODERN") ----
+  /**
+   * The fault path of arch/arm64/kvm/mmu.c with kvm_pgtable: a permission
+   * fault at the mapping's own size relaxes the entry
+   * (kvm_pgtable_stage2_relax_perms), every other fault maps through
+   * kvm_pgtable_stage2_map (the map walker: table to block, block to table).
+   */
+  pgtableApi: boolean;
+  /** Linux 5.18: mmu_lock is an rwlock; `--lock` defaults to `rwlock`. */
+  mmuRwlock: boolean;
+  /** 5.18: a write-permission fault while logging takes the read side (f783ef1c0e82); others the write side. */
+  readLockPermFaults: boolean;
+  /** 5.18-rc: that read side is taken also when the fault is on a block (fixed by f587661f21eb: page granule only). */
+  readLockBlockFaults: boolean;
+  /**
+   * Linux 6.2: every stage-2 fault on the read side; the walker runs shared
+   * (entries read once per visit, changed by compare-and-swap, LOCKED for
+   * break-before-make, -EAGAIN on a lost race) and unlinked tables are
+   * freed after an RCU grace period.
+   */
+  sharedWalker: boolean;
+  /** Linux 6.5 (a12ab1378a88): the relax path invalidates the local TLB only (tlbi ... nsh). */
+  relaxLocalTlbi: boolean;
+  /** Linux 6.7 (be097997a273): the relax path invalidates also after -EAGAIN (a lost race). */
+  relaxTlbiOnEagain: boolean;
+  /** Up to 6.9: the host's set_pte_at_notify() calls KVM's .change_pte() notifier (removed for 6.10). */
+  changePteNotifier: boolean;
+  /**
+   * The architecture lets a TLB keep an entry that caused a permission
+   * fault (arm64): modelled with the arm64 design, where the relax path's
+   * TLB invalidation is what gets rid of it.
+   */
+  tlbKeepsPermFaults: boolean;
+
   // ---- the bug zoo: one switch each, read where it acts ----
   noTlbiOnDissolve: boolean;
   noMarkDirty: boolean;
@@ -135,6 +212,15 @@ export interface Protocol {
   writeFaultMapsReadonly: boolean;
   flushBeforeClear: boolean;
   thpAdjustCompound: boolean;
+  sharedPlainStore: boolean;
+  breakNoTlbi: boolean;
+  makeWithoutBreak: boolean;
+  unlinkedFreeNoGrace: boolean;
+  relaxSkipsTlbi: boolean;
+  tableBreakFlushesIpa: boolean;
+  wpUnderReadLock: boolean;
+  lostRaceLeaksTable: boolean;
+  unmapUnderReadLock: boolean;
 }
 
 export interface BugInfo {
@@ -147,6 +233,8 @@ export interface BugInfo {
   also?: InvariantName[];
   /** Where it comes from. */
   origin: string;
+  /** The profile the defect is injected into (the zoo runs it there): `fixed` unless it is a defect of the modern design. */
+  profile?: 'modern';
 }
 
 export const BUGS: readonly BugInfo[] = [
@@ -335,6 +423,86 @@ export const BUGS: readonly BugInfo[] = [
     also: ['shadow-equal', 'frame-conservation', 'kernel-bug'],
     origin: '127393fbe597 "mm: thp: kvm: fix memory corruption in KVM with THP enabled" (Linux 4.6)',
   },
+  // ---- defects of the modern design (injected into `modern`) ----
+  {
+    name: 'shared-plain-store',
+    field: 'sharedPlainStore',
+    description: 'stage2_try_set_pte() stores with WRITE_ONCE for shared walkers too instead of cmpxchg from the value the walker read: two vCPUs faulting on one entry both "win", and a table installed by one is overwritten by the other',
+    expected: 'lock-held',
+    also: ['table-conservation', 'break-before-make'],
+    origin: 'the compare-and-swap of 6.2 "KVM: arm64: Make block->table PTE changes parallel-aware" undone',
+    profile: 'modern',
+  },
+  {
+    name: 'break-without-tlbi',
+    field: 'breakNoTlbi',
+    description: 'stage2_try_break_pte() locks the entry but skips the TLB invalidation: the new entry is made while TLBs still hold the old one',
+    expected: 'break-before-make',
+    also: ['tlb-coherent', 'frame-use-after-free', 'shadow-equal'],
+    origin: 'defect class: break-before-make with the TLBI left out',
+    profile: 'modern',
+  },
+  {
+    name: 'make-without-break',
+    field: 'makeWithoutBreak',
+    description: 'the map walker replaces a valid entry by one compare-and-swap from the old value to the new one, never locking it or invalidating the TLB (table to block, block to table, another page)',
+    expected: 'break-before-make',
+    also: ['tlb-coherent', 'table-conservation', 'frame-use-after-free'],
+    origin: 'defect class: stage2_make_pte() on an entry that is not locked',
+    profile: 'modern',
+  },
+  {
+    name: 'unlinked-free-no-grace',
+    field: 'unlinkedFreeNoGrace',
+    description: 'a table unlinked by a shared walker is freed at once (put_page) instead of through call_rcu(): another vCPU\'s walk still inside it reads a freed page',
+    expected: 'rcu-use-after-free',
+    also: ['table-use-after-free', 'table-conservation', 'kernel-bug'],
+    origin: 'defect class: an unlinked table freed without waiting for readers (stage2_free_unlinked_table without call_rcu)',
+    profile: 'modern',
+  },
+  {
+    name: 'relax-skips-tlbi',
+    field: 'relaxSkipsTlbi',
+    description: 'kvm_pgtable_stage2_relax_perms() never invalidates the TLB: a vCPU whose TLB keeps the read-only entry that caused the permission fault faults on it for ever',
+    expected: 'progress',
+    origin: 'defect class: the relax path without its TLBI (the 6.5/6.7 story taken one step further)',
+    profile: 'modern',
+  },
+  {
+    name: 'table-break-flushes-ipa',
+    field: 'tableBreakFlushesIpa',
+    description: 'breaking a table entry invalidates the TLB by the faulting IPA only, as for a leaf, not the whole range the table mapped: stale 4 KiB entries of the other pages survive beside the new block',
+    expected: 'break-before-make',
+    also: ['tlb-coherent', 'frame-use-after-free', 'shadow-equal'],
+    origin: 'defect class: a TLBI of the wrong size (stage2_try_break_pte: kvm_tlb_flush_vmid_range for a table)',
+    profile: 'modern',
+  },
+  {
+    name: 'wp-under-read-lock',
+    field: 'wpUnderReadLock',
+    description: 'kvm_mmu_wp_memory_region() takes the read side of mmu_lock: its exclusive walker write-protects entries that parallel faults are changing',
+    expected: 'lock-held',
+    also: ['migration-equal', 'no-block-while-logging', 'break-before-make'],
+    origin: 'defect class: a write-protect under the read side',
+    profile: 'modern',
+  },
+  {
+    name: 'lost-race-leaks-table',
+    field: 'lostRaceLeaksTable',
+    description: 'stage2_map_walk_leaf() allocated a table for a split or a new level, lost the compare-and-swap, and returns -EAGAIN without mm_ops->put_page(childp): the page leaks',
+    expected: 'table-conservation',
+    origin: 'defect class: a reference not dropped on the lost-race path',
+    profile: 'modern',
+  },
+  {
+    name: 'unmap-under-read-lock',
+    field: 'unmapUnderReadLock',
+    description: 'the MMU notifier unmaps the range under the read side of mmu_lock: parallel faults map pages the host is freeing, and the exclusive walker changes entries under them',
+    expected: 'lock-held',
+    also: ['frame-use-after-free', 'shadow-equal', 'stage2-host-coherent', 'table-conservation', 'break-before-make'],
+    origin: 'defect class: a notifier under the read side (kvm_unmap_gfn_range needs the write lock)',
+    profile: 'modern',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -342,7 +510,8 @@ export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
 export const PROFILE_INFO: Readonly<Record<ProfileName, string>> = {
   ...Object.fromEntries(Object.entries(KERNEL_INFO).map(([k, i]) => [k, i.description])),
   v15: `alias of 4.7: ${KERNEL_INFO['4.7'].description}`,
-  fixed: `alias of 5.1, the newest profile of this line: ${KERNEL_INFO['5.1'].description}`,
+  fixed: `alias of 5.1, the newest profile of the 2014 line: ${KERNEL_INFO['5.1'].description}`,
+  modern: `alias of 6.10, the newest arm64 profile: ${KERNEL_INFO['6.10'].description}`,
 } as Record<ProfileName, string>;
 
 export function resolveProtocol(profile: ProfileName, bugs: readonly string[], arch?: Arch): Protocol {
@@ -363,6 +532,15 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     v14: kernel === 'v14',
     fixUnmapTableBeforeBlock: v >= 501,
     fixSkipSameEntry: v >= 419,
+    pgtableApi: v >= 518,
+    mmuRwlock: v >= 518,
+    readLockPermFaults: v >= 518 && v < 602,
+    readLockBlockFaults: kernel === '5.18-rc',
+    sharedWalker: v >= 602,
+    relaxLocalTlbi: v >= 605,
+    relaxTlbiOnEagain: v >= 607,
+    changePteNotifier: v < 610,
+    tlbKeepsPermFaults: v >= 518,
     noTlbiOnDissolve: false,
     noMarkDirty: false,
     thpWhileLogging: false,
@@ -387,6 +565,15 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     writeFaultMapsReadonly: false,
     flushBeforeClear: false,
     thpAdjustCompound: false,
+    sharedPlainStore: false,
+    breakNoTlbi: false,
+    makeWithoutBreak: false,
+    unlinkedFreeNoGrace: false,
+    relaxSkipsTlbi: false,
+    tableBreakFlushesIpa: false,
+    wpUnderReadLock: false,
+    lostRaceLeaksTable: false,
+    unmapUnderReadLock: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);

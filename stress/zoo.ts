@@ -69,6 +69,20 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'flush-before-clear': { scenario: 'migrate', backing: 'thp' },
   // The host must leave a THP compound and mapped by PTEs (a partial zap): thp-churn does little else.
   'thp-adjust-compound': { scenario: 'thp-churn', backing: 'thp', threadsExtra: ['--check-every', '20ms'] },
+  // ---- the modern design (profile `modern`) ----
+  // Two vCPUs must fault on one entry at once: a write-heavy small guest.
+  'shared-plain-store': { scenario: 'fault-storm', backing: 'thp', extra: ['--guest-mem', '4M', '--write-pct', '80'] },
+  // Breaks of valid entries: splits and table-to-block under migration.
+  'break-without-tlbi': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3'] },
+  'make-without-break': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3'] },
+  // A table unlinked (a block back after logging) while another vCPU walks inside it.
+  'unlinked-free-no-grace': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3', '--guest-mem', '4M'] },
+  'relax-skips-tlbi': { scenario: 'migrate', backing: 'anon' },
+  // 4 KiB entries cached beside the block that replaces their table.
+  'table-break-flushes-ipa': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3', '--write-pct', '10'] },
+  'wp-under-read-lock': { scenario: 'log-toggle', backing: 'thp' },
+  'lost-race-leaks-table': { scenario: 'fault-storm', backing: 'thp', extra: ['--guest-mem', '4M', '--vcpus', '3'] },
+  'unmap-under-read-lock': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
 };
 
 export interface ZooBudget {
@@ -95,10 +109,15 @@ export const GENERIC_TARGET: ZooTarget = { scenario: 'mixed', backing: 'mixed' }
 
 export const DEFAULT_BUDGET: ZooBudget = { seeds: 5, simOps: 60_000, threadsMs: 10_000, vcpus: 2, guestMem: '8M' };
 
-export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget, profile = 'fixed'): string[] {
+/** The clean profile a defect is injected into: `fixed`, or `modern` for a defect of the modern design. */
+export function zooProfile(bug: string): string {
+  return BUGS.find((b) => b.name === bug)?.profile ?? 'fixed';
+}
+
+export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: ZooBudget, profile = zooProfile(bug)): string[] {
   const t = b.generic ? GENERIC_TARGET : ZOO_TARGETS[bug];
   const args = ['--profile', profile, '--scenario', t.scenario, '--backing', t.backing, '--vcpus', String(b.vcpus), '--guest-mem', b.guestMem, '--mode', mode, '--seed', String(seed)];
-  if (profile === 'fixed' && bug) args.push('--bug', bug);
+  if (profile === zooProfile(bug) && bug) args.push('--bug', bug);
   if (mode === 'sim') args.push('--ops', String(b.simOps));
   // The watchdog must fire well inside the budget (a deadlock is a defect
   // too), yet not while a loaded machine is still starting the workers

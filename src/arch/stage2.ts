@@ -42,6 +42,14 @@ export const S2_S2AP_WRITE = 1 << 3;
 export const S2_AF = 1 << 4;
 /** MemAttr: device memory (PAGE_S2_DEVICE). */
 export const S2_MEMATTR_DEVICE = 1 << 5;
+/**
+ * Software bit of an invalid entry: KVM_INVALID_PTE_LOCKED (Linux 6.2,
+ * arch/arm64/kvm/hyp/pgtable.c), the entry owned by one walker between the
+ * "break" and the "make" of break-before-make. Invalid to the hardware
+ * walker (bit 0 clear), not counted in its table's refcount.
+ */
+export const S2_SW_LOCKED = 1 << 6;
+export const KVM_INVALID_PTE_LOCKED = S2_SW_LOCKED;
 /** Output field: frame number (page/block) or table page index (table). */
 export const S2_OA_SHIFT = 8;
 export const S2_OA_MAX = (1 << 24) - 1;
@@ -62,6 +70,10 @@ export function pmdAlignGfn(gfn: number): number {
 
 export function descOa(desc: number): number {
   return desc >>> S2_OA_SHIFT;
+}
+/** stage2_pte_is_locked(): the invalid LOCKED entry of a walker in the middle of break-before-make. */
+export function descIsLocked(desc: number): boolean {
+  return (desc & (S2_VALID | S2_SW_LOCKED)) === S2_SW_LOCKED;
 }
 export function descValid(desc: number): boolean {
   return (desc & S2_VALID) !== 0;
@@ -108,6 +120,7 @@ export function mkReadonly(desc: number): number {
 }
 
 export function describeDesc(desc: number, level: number): string {
+  if (descIsLocked(desc)) return 'locked';
   if (!descValid(desc)) return 'none';
   if (level < LEVEL_PTE && descIsTable(desc)) return `table#${descOa(desc)}`;
   const kind = level === LEVEL_PTE ? 'page' : level === LEVEL_PMD ? 'block' : 'pud-block';

@@ -12,6 +12,7 @@ import {
   LEVEL_PMD,
   LEVEL_PTE,
   PTRS_PER_TABLE,
+  descIsLocked,
   descIsTable,
   descOa,
   descValid,
@@ -19,7 +20,8 @@ import {
   describeDesc,
   pmdIsBlock,
 } from '../arch/stage2.js';
-import { TABLE_CACHED, TABLE_FREE, TABLE_LIVE, s2Lookup, KBUG, UAF, kvmPgd } from '../kvm/pgtable.js';
+import { TABLE_CACHED, TABLE_FREE, TABLE_LIVE, TABLE_RCU, s2Lookup, KBUG, LOCK_HELD, UAF, kvmPgd } from '../kvm/pgtable.js';
+import { rcuPendingTables } from '../sync/rcu.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
 import { FC_POOL_EMPTY, FRAME_DEVICE, FRAME_THP, ZERO_PFN, forEachFreeFrame, freeFrameCount, isHugeZeroFrame, zeroPageExpectedRef } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
@@ -88,7 +90,12 @@ export function checkShadowEqual(kvm: Kvm): Violation[] {
   return c.done();
 }
 
-/** table-conservation: in use == reachable from the root, refcount == 1 + valid entries. */
+/**
+ * table-conservation: in use == reachable from the root, refcount == 1 +
+ * valid entries; no entry left LOCKED when no walker runs (a LOCKED entry
+ * is not counted: arm64 6.2 on); a table unlinked and waiting for an RCU
+ * grace period is on the callback list, unreachable, and keeps its counts.
+ */
 export function checkTableConservation(kvm: Kvm): Violation[] {
   const c = new Collector('table-conservation');
   const m = kvm.m;
@@ -106,6 +113,13 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
     const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
     for (let i = 0; i < PTRS_PER_TABLE; i++) {
       const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      if (descIsLocked(d)) {
+        c.add(`entry ${i} of table #${table} (level ${level}, gfn ${firstGfn + i * span}) is LOCKED with no walker running: a break never followed by its make`, {
+          table,
+          gfn: firstGfn + i * span,
+        });
+        continue;
+      }
       if (!descValid(d)) continue;
       valid++;
       if (level < LEVEL_PTE && descIsTable(d)) visit(descOa(d), level + 1, firstGfn + i * span);
@@ -127,10 +141,18 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
     const base = L.memcache + a * L.memcacheWords;
     for (let i = 0; i < m[base]; i++) cached[m[base + 1 + i]] = 1;
   }
+  const rcu = new Uint8Array(L.tables);
+  for (const t of rcuPendingTables(kvm)) {
+    if (rcu[t]) c.add(`table #${t} is queued twice for an RCU grace period (a double free to come)`, { table: t });
+    rcu[t] = 1;
+    if (reached[t]) c.add(`table #${t} waits for an RCU grace period to be freed but is still reachable from the root`, { table: t });
+    if (m[L.tableState + t] !== TABLE_RCU) c.add(`table #${t} is queued for an RCU grace period but its page is in state ${m[L.tableState + t]}`, { table: t });
+  }
   let free = 0;
   for (let t = 0; t < L.tables; t++) {
     const state = m[L.tableState + t];
     if (state === TABLE_FREE) free++;
+    if (state === TABLE_RCU && !rcu[t]) c.add(`table #${t} was unlinked for an RCU grace period but is on no callback list: leaked`, { table: t });
     if (state === TABLE_LIVE && !reached[t]) {
       const ref = m[L.tableRef + t];
       let valid = 0;
@@ -402,6 +424,8 @@ export function checkLockFree(kvm: Kvm): Violation[] {
   const c = new Collector('lock-held');
   const owner = kvm.mmuLock.owner();
   if (owner >= 0) c.add(`mmu_lock is held by ${actorName(kvm, owner)} at a stop-the-world point`);
+  const readers = kvm.mmuLock.readers();
+  if (readers > 0) c.add(`the read side of mmu_lock is held ${readers} time(s) at a stop-the-world point`);
   if (Atomics.load(kvm.m, CTRL.MMU_NOTIFIER_COUNT) !== 0) {
     c.add(`mmu_notifier_count is ${Atomics.load(kvm.m, CTRL.MMU_NOTIFIER_COUNT)} at a stop-the-world point (an invalidation never ended)`);
   }
@@ -470,6 +494,8 @@ const KBUG_TEXT: Record<number, string> = {
   [KBUG.FRAME_REF_UNDERFLOW]: 'frame refcount underflow',
   [KBUG.NOTIFIER_COUNT_NEGATIVE]: 'mmu_notifier_count went negative',
   [KBUG.TABLE_POOL_EMPTY]: 'table page pool exhausted (mmu_topup_memory_cache -ENOMEM)',
+  [KBUG.LOCKED_STATE]: 'WARN_ON: an exclusive walker met a LOCKED entry, or stage2_make_pte() on an entry not LOCKED',
+  [KBUG.SPLIT_LAST_LEVEL]: 'WARN_ON(ctx->level == KVM_PGTABLE_LAST_LEVEL): the map walker asked to split a page',
 };
 
 const ERRNO_NAME: Record<number, string> = { [-12]: '-ENOMEM', [-14]: '-EFAULT' };
@@ -529,7 +555,14 @@ export function liveViolations(kvm: Kvm): Violation[] {
         break;
       case 'lock-held': {
         const tableIdx = Math.floor((a - L.tablesBase) / PTRS_PER_TABLE);
-        message = `stage-2 entry ${(a - L.tablesBase) % PTRS_PER_TABLE} of table #${tableIdx} written (new value ${describeDesc(b, LEVEL_PTE)}) without mmu_lock (held by ${actorName(kvm, cc)})`;
+        const where = `stage-2 entry ${(a - L.tablesBase) % PTRS_PER_TABLE} of table #${tableIdx}`;
+        if (kind === LOCK_HELD.EXCLUSIVE_UNDER_READ) {
+          message = `${where} stored (WRITE_ONCE, new value ${describeDesc(b, LEVEL_PTE)}) under the read side of mmu_lock only: an exclusive write needs the write side, a shared one a compare-and-swap`;
+        } else if (kind === LOCK_HELD.MAKE_NOT_LOCKED) {
+          message = `${where}: stage2_make_pte() of ${describeDesc(b, LEVEL_PTE)} over ${describeDesc(cc, LEVEL_PTE)}, not an entry this walker LOCKED`;
+        } else {
+          message = `${where} written (new value ${describeDesc(b, LEVEL_PTE)}) without mmu_lock (held by ${actorName(kvm, cc)})`;
+        }
         extra.table = tableIdx;
         break;
       }
@@ -587,6 +620,10 @@ export function liveViolations(kvm: Kvm): Violation[] {
       }
       case 'table-use-after-free':
         message = describeTableUseAfterFree(kind, a, b, cc);
+        if (a >= 0) extra.table = a;
+        break;
+      case 'rcu-use-after-free':
+        message = `a shared walk (under rcu_read_lock): ${describeTableUseAfterFree(kind, a, b, cc)}; an unlinked table must wait for an RCU grace period`;
         if (a >= 0) extra.table = a;
         break;
       default:

@@ -25,6 +25,11 @@ export const INVARIANTS = [
   'stage2-host-coherent',
   /** A stage-2 walk reads or writes a table page that was freed (or freed and reused) since it entered it. */
   'table-use-after-free',
+  /**
+   * A shared stage-2 walk (under rcu_read_lock) reads a table page freed
+   * since it entered it: an unlinked table must wait for an RCU grace period.
+   */
+  'rcu-use-after-free',
 ] as const;
 export type InvariantName = (typeof INVARIANTS)[number];
 export const INV: { readonly [K in InvariantName]: number } = Object.fromEntries(
@@ -83,6 +88,18 @@ export const COUNTER_NAMES = [
   'hostOpsHinted',
   /** vCPU accesses aimed at an edge (slot, bitmap-word or 2 MiB boundary, a page under a host operation). */
   'edgeAccesses',
+  /** kvm_pgtable_stage2_relax_perms() calls (arm64 design). */
+  'relaxes',
+  /** Faults of the arm64 design that ended -EAGAIN on a lost race (a compare-and-swap lost, an entry LOCKED by another walker). */
+  'lostRaces',
+  /** Permission faults on an entry the tables already give write access to: a TLB kept the read-only entry. */
+  'spuriousPermFaults',
+  /** Blocks split into a PTE table by the map walker (block to table). */
+  'blockSplits',
+  /** Table pages freed by an RCU callback after a grace period. */
+  'rcuTablesFreed',
+  /** Stage-2 faults that took the read side of mmu_lock. */
+  'readSideFaults',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -133,6 +150,10 @@ export const TRACE_EVENTS = [
   'notifier.release',
   'vm.destroy',
   'walk.uaf',
+  'map.eagain',
+  'relax',
+  'split',
+  'rcu.free',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

@@ -62,6 +62,16 @@ export class Kvm {
   }
 
   /**
+   * read_unlock(&kvm->mmu_lock), with the live break-before-make check of
+   * the critical section first (the write side runs it as the lock's
+   * release hook).
+   */
+  mmuReadUnlock(actor: Actor): void {
+    bbmOnMmuUnlock(this, actor);
+    this.mmuLock.readUnlock(actor);
+  }
+
+  /**
    * spin_needbreak(&kvm->mmu_lock) -> spin_is_contended(): somebody waits
    * for mmu_lock. Ticket lock: a ticket was taken after the holder's
    * (next - owner > 1); test-and-set: a waiter is in the slow path.

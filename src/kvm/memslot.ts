@@ -116,9 +116,13 @@ export function kvmMmuWpMemoryRegion(kvm: Kvm, actor: Actor, slot: number): void
   const m = kvm.m;
   const start = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
   const end = start + m[slotWord(kvm, slot, SLOTW.NPAGES)];
-  kvm.mmuLock.lock(actor, LS['wp-enable']);
+  // write_lock(&kvm->mmu_lock); the wp-under-read-lock bug takes the read side.
+  const read = kvm.proto.wpUnderReadLock;
+  if (read) kvm.mmuLock.readLock(actor, LS['wp-enable']);
+  else kvm.mmuLock.lock(actor, LS['wp-enable']);
   stage2WpRange(kvm, actor, start, end);
-  kvm.mmuLock.unlock(actor);
+  if (read) kvm.mmuReadUnlock(actor);
+  else kvm.mmuLock.unlock(actor);
   kvmFlushRemoteTlbs(kvm, actor);
 }
 

@@ -11,9 +11,12 @@ import { SITE } from '../sync/sites.js';
 import { LS } from '../sync/locksites.js';
 import { CTRL, KVM_MMU_CACHE_MIN_PAGES, KVM_NR_MEM_OBJS } from '../shm/layout.js';
 import { CNT, EV } from '../check/names.js';
-import { mkWrite, pfnPmdHuge, pfnPte } from '../arch/stage2.js';
+import { LEVEL_PMD, LEVEL_PTE, mkWrite, pfnPmdHuge, pfnPte } from '../arch/stage2.js';
 import {
+  EAGAIN,
   EFAULT,
+  kvmPgtableStage2Map,
+  kvmPgtableStage2RelaxPerms,
   KVM_S2PTE_FLAG_IS_IOMAP,
   KVM_S2_FLAG_LOGGING_ACTIVE,
   mmuTopupMemoryCache,
@@ -84,6 +87,7 @@ export function userMemAbort(
   permFault: boolean,
   slot: number,
   memslotFlags: number,
+  faultLevel: number = LEVEL_PTE,
 ): number {
   const m = kvm.m;
   const p = kvm.proto;
@@ -152,11 +156,26 @@ export function userMemAbort(
     if (p.writeFaultMapsReadonly ? writeFault : !writeFault) writable = false;
   }
 
-  if (!p.gupUnderMmuLock) kvm.mmuLock.lock(vcpu, LS.fault);
+  // Which side of mmu_lock (an rwlock from 5.18): 6.2 takes the read side
+  // for every fault; 5.18 only for a write-permission fault while logging
+  // (f783ef1c0e82), on a page (f587661f21eb; the -rc also on a block).
+  const readSide =
+    p.sharedWalker ||
+    (p.readLockPermFaults && permFault && writeFault && logging && (p.readLockBlockFaults || faultLevel === LEVEL_PTE));
+  if (!p.gupUnderMmuLock) {
+    if (readSide) kvm.mmuLock.readLock(vcpu, LS.fault);
+    else kvm.mmuLock.lock(vcpu, LS.fault);
+  }
+  if (readSide) kvm.count(vcpu, CNT.readSideFaults);
   vcpu.sched.point(SITE['fault.locked']);
   let ret = 0;
   if (!p.noNotifierRetry && mmuNotifierRetry(kvm, mmuSeq)) {
     ret = FAULT_RETRY;
+  } else if (p.pgtableApi) {
+    mapOut.pfn = pfn;
+    ret = stage2MapOrRelax(kvm, vcpu, gfn, writable, device, hugetlb, forcePte || forcePteByLogging, permFault, faultLevel, readSide);
+    pfn = mapOut.pfn; // transparent_hugepage_adjust() may have moved the reference to the head page
+    if (ret === -1) ret = 0;
   } else {
     // v14: `if (!hugetlb && !force_pte && !logging_active)`; v15 folds
     // logging into force_pte. The thp-while-logging bug ignores logging here.
@@ -187,7 +206,8 @@ export function userMemAbort(
     // (gfn is the block's first page for hugetlb), still under mmu_lock.
     if (p.v14 && writeFault && !p.noMarkDirty) markPageDirty(kvm, vcpu, hugetlbfs ? faultGfn : gfn);
   }
-  kvm.mmuLock.unlock(vcpu);
+  if (readSide) kvm.mmuReadUnlock(vcpu);
+  else kvm.mmuLock.unlock(vcpu);
   // kvm_release_pfn_clean(); the retry-leaks-page bug skips it on the retry path
   if (!(p.retryLeaksPage && ret === FAULT_RETRY)) kvmReleasePfnClean(kvm, vcpu, pfn);
   vcpu.sched.point(SITE['fault.done']);
@@ -195,10 +215,84 @@ export function userMemAbort(
 }
 
 /**
- * kvm_handle_guest_abort(): under the SRCU read side, find the memslot and
- * call user_mem_abort(). Returns 0 (mapped or retry) or a negative errno.
+ * The mapping step of user_mem_abort() in the arm64 kvm_pgtable design
+ * (5.18 on), under mmu_lock (read or write side): the mapping size, then
+ * either the permission relax or the map walker, then mark_page_dirty.
+ *
+ *   if (vma_pagesize == PAGE_SIZE && !(force_pte || device)) {
+ *       if (fault_is_perm && fault_granule > PAGE_SIZE)
+ *           vma_pagesize = fault_granule;
+ *       else
+ *           vma_pagesize = transparent_hugepage_adjust(...);
+ *   }
+ *   if (fault_is_perm && vma_pagesize == fault_granule)
+ *       ret = kvm_pgtable_stage2_relax_perms(pgt, fault_ipa, prot);
+ *   else
+ *       ret = kvm_pgtable_stage2_map(pgt, fault_ipa, vma_pagesize, ...);
+ *   if (writable && !ret) mark_page_dirty_in_slot(kvm, memslot, gfn);
+ *
+ * `-EAGAIN` (a lost race) ends the fault: user_mem_abort() returns 0 and
+ * the guest re-executes. The pfn comes in mapOut.pfn and goes out there
+ * (moved to the THP's head page). Returns 0, -1 for -EAGAIN, or a negative errno.
+ * The walks are shared from 6.2 (`shared`: the fault holds the read side
+ * there); 5.18's walker is exclusive even under the read side.
  */
-export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFault: boolean, permFault: boolean): number {
+const mapOut = { pfn: 0 };
+
+function stage2MapOrRelax(
+  kvm: Kvm,
+  vcpu: Actor,
+  gfn: number,
+  writable: boolean,
+  device: boolean,
+  hugetlb: boolean,
+  forcePte: boolean,
+  permFault: boolean,
+  faultLevel: number,
+  readSide: boolean,
+): number {
+  const p = kvm.proto;
+  const shared = p.sharedWalker && readSide;
+  let pfn = mapOut.pfn;
+  let level = hugetlb ? LEVEL_PMD : LEVEL_PTE;
+  let mapGfn = hugetlb ? gfn & ~511 : gfn;
+  if (level === LEVEL_PTE && !forcePte && !device) {
+    if (permFault && faultLevel === LEVEL_PMD) {
+      level = LEVEL_PMD;
+      mapGfn = gfn & ~511;
+    } else {
+      const head = transparentHugepageAdjust(kvm, vcpu, gfn, pfn);
+      if (head >= 0) {
+        pfn = head;
+        mapOut.pfn = head;
+        level = LEVEL_PMD;
+        mapGfn = gfn & ~511;
+      }
+    }
+  }
+  let ret: number;
+  if (permFault && level === faultLevel) {
+    ret = kvmPgtableStage2RelaxPerms(kvm, vcpu, gfn, shared);
+  } else {
+    let desc = level === LEVEL_PMD ? pfnPmdHuge(pfn) : pfnPte(pfn, device);
+    if (writable) desc = mkWrite(desc);
+    ret = kvmPgtableStage2Map(kvm, vcpu, mapGfn, level, desc, shared);
+  }
+  // Mark the page dirty only if the fault is handled successfully.
+  if (writable && ret === 0 && !p.noMarkDirty) markPageDirty(kvm, vcpu, gfn);
+  if (ret === EAGAIN) {
+    kvm.count(vcpu, CNT.lostRaces);
+    return -1;
+  }
+  return ret;
+}
+
+/**
+ * kvm_handle_guest_abort(): under the SRCU read side, find the memslot and
+ * call user_mem_abort(). `faultLevel`: the level of the entry a permission
+ * fault hit (the fault granule). Returns 0 (mapped or retry) or a negative errno.
+ */
+export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFault: boolean, permFault: boolean, faultLevel: number = LEVEL_PTE): number {
   vcpu.sched.point(SITE['fault.entry']);
   srcuReadLock(kvm, vcpu);
   const slot = gfnToMemslot(kvm, gfn);
@@ -206,7 +300,7 @@ export function kvmHandleGuestAbort(kvm: Kvm, vcpu: Actor, gfn: number, writeFau
   if (slot < 0) {
     ret = EFAULT; // io_mem_abort(): outside every slot (MMIO), not modelled
   } else {
-    ret = userMemAbort(kvm, vcpu, gfn, writeFault, permFault, slot, slotFlags(kvm, slot));
+    ret = userMemAbort(kvm, vcpu, gfn, writeFault, permFault, slot, slotFlags(kvm, slot), faultLevel);
   }
   srcuReadUnlock(kvm, vcpu);
   vcpu.faultResult = ret;

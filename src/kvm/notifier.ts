@@ -9,8 +9,8 @@ import { CTRL, MAX_MEMSLOTS } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { LS } from '../sync/locksites.js';
 import { srcuReadLock, srcuReadUnlock } from '../sync/srcu.js';
-import { KBUG, stage2SetPte, unmapStage2Range } from './pgtable.js';
-import { pfnPte } from '../arch/stage2.js';
+import { KBUG, kvmPgtableStage2Map, stage2SetPte, unmapStage2Range } from './pgtable.js';
+import { LEVEL_PTE, pfnPte } from '../arch/stage2.js';
 import { SLOTW, slotWord } from './memslot.js';
 import { CNT, EV, INV } from '../check/names.js';
 
@@ -37,7 +37,10 @@ export function kvmUnmapHvaRange(kvm: Kvm, actor: Actor, hva: number, npages: nu
 export function kvmMmuNotifierInvalidateRangeStart(kvm: Kvm, actor: Actor, hva: number, npages: number): void {
   actor.sched.point(SITE['notifier.start']);
   srcuReadLock(kvm, actor);
-  kvm.mmuLock.lock(actor, LS['notifier-start']);
+  // write_lock(&kvm->mmu_lock); the unmap-under-read-lock bug takes the read side.
+  const read = kvm.proto.unmapUnderReadLock;
+  if (read) kvm.mmuLock.readLock(actor, LS['notifier-start']);
+  else kvm.mmuLock.lock(actor, LS['notifier-start']);
   /*
    * The count increase must become visible at unlock time as no spte can be
    * established without taking the mmu_lock and count is also read inside
@@ -46,7 +49,8 @@ export function kvmMmuNotifierInvalidateRangeStart(kvm: Kvm, actor: Actor, hva: 
   const late = kvm.proto.countAfterUnlock;
   if (!late) Atomics.add(kvm.m, CTRL.MMU_NOTIFIER_COUNT, 1);
   kvmUnmapHvaRange(kvm, actor, hva, npages);
-  kvm.mmuLock.unlock(actor);
+  if (read) kvm.mmuReadUnlock(actor);
+  else kvm.mmuLock.unlock(actor);
   // The count-after-unlock bug: the critical section ended one step early.
   if (late) Atomics.add(kvm.m, CTRL.MMU_NOTIFIER_COUNT, 1);
   srcuReadUnlock(kvm, actor);
@@ -79,6 +83,9 @@ export function kvmMmuNotifierInvalidateRangeEnd(kvm: Kvm, actor: Actor, hva: nu
  */
 export function kvmMmuNotifierChangePte(kvm: Kvm, actor: Actor, hva: number, frame: number): void {
   const m = kvm.m;
+  // 5.13 on: `if (!READ_ONCE(kvm->mmu_invalidate_in_progress)) return;`
+  // (no invalidation in progress found a memslot at start()).
+  if (kvm.proto.pgtableApi && Atomics.load(m, CTRL.MMU_NOTIFIER_COUNT) === 0) return;
   srcuReadLock(kvm, actor);
   const unlocked = kvm.proto.unlockedChangePte;
   if (!unlocked) kvm.mmuLock.lock(actor, LS['change-pte']);
@@ -88,8 +95,14 @@ export function kvmMmuNotifierChangePte(kvm: Kvm, actor: Actor, hva: number, fra
     const sh = m[slotWord(kvm, s, SLOTW.HVA_BASE)];
     if (hva < sh || hva >= sh + m[slotWord(kvm, s, SLOTW.NPAGES)]) continue;
     const gfn = hva - sh + m[slotWord(kvm, s, SLOTW.BASE_GFN)];
-    // kvm_set_spte_handler(): stage2_set_pte(kvm, NULL, gpa, pte, 0)
-    stage2SetPte(kvm, actor, false, gfn, pfnPte(frame, false), 0);
+    if (kvm.proto.pgtableApi) {
+      // kvm_set_spte_gfn(): kvm_pgtable_stage2_map(pgt, gpa, PAGE_SIZE,
+      // pfn, KVM_PGTABLE_PROT_R, NULL, 0): exclusive, no memory cache.
+      kvmPgtableStage2Map(kvm, actor, gfn, LEVEL_PTE, pfnPte(frame, false), false, true);
+    } else {
+      // kvm_set_spte_handler(): stage2_set_pte(kvm, NULL, gpa, pte, 0)
+      stage2SetPte(kvm, actor, false, gfn, pfnPte(frame, false), 0);
+    }
   }
   if (!unlocked) kvm.mmuLock.unlock(actor);
   srcuReadUnlock(kvm, actor);

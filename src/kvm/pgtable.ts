@@ -21,6 +21,11 @@ import {
   PAGES_PER_PGD_ENTRY,
   LEVEL_PTE,
   PTRS_PER_TABLE,
+  KVM_INVALID_PTE_LOCKED,
+  S2_AF,
+  S2_S2AP_READ,
+  S2_S2AP_WRITE,
+  descIsLocked,
   descIsTable,
   descOa,
   descValid,
@@ -39,7 +44,8 @@ import { LS } from '../sync/locksites.js';
 import { LOCKW } from '../sync/spinlock.js';
 import { CTRL, KVM_NR_MEM_OBJS } from '../shm/layout.js';
 import { CNT, EV, INV } from '../check/names.js';
-import { kvmTlbFlushVmidIpa } from './tlb.js';
+import { kvmFlushRemoteTlbs, kvmTlbFlushVmidIpa, kvmTlbFlushVmidIpaNsh } from './tlb.js';
+import { callRcuFreeTable, rcuReadLock, rcuReadUnlock } from '../sync/rcu.js';
 import { bbmOnWrite, bbmPending, setTableInfo } from '../check/bbm.js';
 
 /** The root table of the first VM life (kvm->arch.pgd at start); later lives take any free page. */
@@ -47,9 +53,15 @@ export const ROOT_TABLE = 0;
 export const TABLE_FREE = 0;
 export const TABLE_CACHED = 1;
 export const TABLE_LIVE = 2;
+/** Unlinked by a walker, waiting for an RCU grace period before it is freed (call_rcu; arm64 6.2 on). */
+export const TABLE_RCU = 3;
 
 export const ENOMEM = -12;
 export const EFAULT = -14;
+export const EAGAIN = -11;
+export const EINVAL = -22;
+/** -E2BIG: stage2_map_walker_try_leaf() cannot map a leaf of this size here (descend or split). */
+export const E2BIG = -7;
 
 /** stage2_set_pte() flags: one bit each, as the review asked. */
 export const KVM_S2PTE_FLAG_IS_IOMAP = 1 << 0;
@@ -62,6 +74,20 @@ export const KBUG = {
   FRAME_REF_UNDERFLOW: 3,
   NOTIFIER_COUNT_NEGATIVE: 4,
   TABLE_POOL_EMPTY: 5,
+  /** WARN_ON(!stage2_pte_is_locked(*ctx->ptep)) in stage2_make_pte(), or a locked entry met by an exclusive walker. */
+  LOCKED_STATE: 6,
+  /** WARN_ON(ctx->level == KVM_PGTABLE_LAST_LEVEL): the map walker asked to split a page. */
+  SPLIT_LAST_LEVEL: 7,
+} as const;
+
+/** lock-held violation kinds (word `kind`). */
+export const LOCK_HELD = {
+  /** An entry written without mmu_lock. */
+  UNLOCKED: 0,
+  /** An exclusive walker's store (WRITE_ONCE) under the read side of mmu_lock only. */
+  EXCLUSIVE_UNDER_READ: 1,
+  /** stage2_make_pte() on an entry this walker had not locked (the entry is not LOCKED). */
+  MAKE_NOT_LOCKED: 2,
 } as const;
 
 /** table-use-after-free kinds in the violation ring. */
@@ -162,10 +188,10 @@ function tablePoolFree(kvm: Kvm, actor: Actor, t: number): void {
  * Returns false, for the walk to stop: in the kernel it would go on in
  * freed memory; the model stops at the first use it sees.
  */
-function tableUseAfterFree(kvm: Kvm, actor: Actor, kind: number, table: number, detail: number): false {
+function tableUseAfterFree(kvm: Kvm, actor: Actor, kind: number, table: number, detail: number, shared = false): false {
   const state = table >= 0 ? Atomics.load(kvm.m, kvm.layout.tableState + table) : -1;
   kvm.trace(actor, EV['walk.uaf'], table, kind, detail);
-  kvm.violation(INV['table-use-after-free'], actor.id, kind, table, detail, state);
+  kvm.violation(shared ? INV['rcu-use-after-free'] : INV['table-use-after-free'], actor.id, kind, table, detail, state);
   return false;
 }
 
@@ -173,9 +199,9 @@ function tableUseAfterFree(kvm: Kvm, actor: Actor, kind: number, table: number, 
  * The walk's check before it uses table page `t` again: still the page it
  * entered (same generation). One load: cheap enough for every entry.
  */
-function tableStillEntered(kvm: Kvm, actor: Actor, t: number, gen: number, kind: number, detail: number): boolean {
+function tableStillEntered(kvm: Kvm, actor: Actor, t: number, gen: number, kind: number, detail: number, shared = false): boolean {
   if (Atomics.load(kvm.m, kvm.layout.tableGen + t) === gen) return true;
-  return tableUseAfterFree(kvm, actor, kind, t, detail);
+  return tableUseAfterFree(kvm, actor, kind, t, detail, shared);
 }
 
 /** mmu_topup_memory_cache(): fill the actor's cache outside mmu_lock. */
@@ -292,12 +318,56 @@ export function kvmAllocStage2Pgd(kvm: Kvm, actor: Actor): number {
  */
 export function s2Write(kvm: Kvm, actor: Actor, entry: number, desc: number): void {
   actor.sched.point(SITE['pgtable.write']);
-  const held = kvm.mmuLock.heldBy(actor);
-  if (!held) {
-    kvm.violation(INV['lock-held'], actor.id, 0, entry, desc, kvm.mmuLock.owner());
-  }
+  const lock = kvm.mmuLock;
+  const held = lock.heldBy(actor);
   const old = Atomics.exchange(kvm.m, entry, desc);
-  if (held && (descValid(old) || bbmPending(kvm, actor))) bbmOnWrite(kvm, actor, entry, old, desc);
+  if (!held) {
+    // The read side allows one exclusive-style store: 5.18's relax path
+    // (f783ef1c0e82), which only adds write permission to a valid leaf,
+    // WRITE_ONCE, while every other writer of entries holds the write side.
+    const relax = kvm.proto.readLockPermFaults && descValid(old) && desc === (old | S2_S2AP_WRITE | S2_AF);
+    if (!(relax && lock.readHeldBy(actor))) {
+      const kind = lock.readHeldBy(actor) ? LOCK_HELD.EXCLUSIVE_UNDER_READ : LOCK_HELD.UNLOCKED;
+      kvm.violation(INV['lock-held'], actor.id, kind, entry, desc, lock.owner());
+      return;
+    }
+  }
+  if (descValid(old) || bbmPending(kvm, actor)) bbmOnWrite(kvm, actor, entry, old, desc);
+}
+
+/**
+ * stage2_try_set_pte() for a shared walker: `cmpxchg(ptep, old, new) ==
+ * old`, under the read (or write) side of mmu_lock. `lock-held`: the walker
+ * must hold a side of mmu_lock. Returns true if the entry held `old`.
+ */
+export function s2Cas(kvm: Kvm, actor: Actor, entry: number, old: number, desc: number): boolean {
+  actor.sched.point(SITE['pgtable.cas']);
+  const lock = kvm.mmuLock;
+  if (!lock.heldBy(actor) && !lock.readHeldBy(actor)) {
+    kvm.violation(INV['lock-held'], actor.id, LOCK_HELD.UNLOCKED, entry, desc, lock.owner());
+  }
+  if (Atomics.compareExchange(kvm.m, entry, old, desc) !== old) return false;
+  if (descValid(old) || descValid(desc) || bbmPending(kvm, actor)) bbmOnWrite(kvm, actor, entry, old, desc);
+  return true;
+}
+
+/**
+ * The store of stage2_make_pte(): `smp_store_release(ctx->ptep, new)` to an
+ * entry this walker locked. `lock-held`: a side of mmu_lock is held and the
+ * entry is LOCKED (else the WARN_ON of stage2_make_pte(), and another walker
+ * may own it).
+ */
+function s2Make(kvm: Kvm, actor: Actor, entry: number, desc: number): void {
+  actor.sched.point(SITE['pgtable.write']);
+  const lock = kvm.mmuLock;
+  const cur = Atomics.load(kvm.m, entry);
+  if (!lock.heldBy(actor) && !lock.readHeldBy(actor)) {
+    kvm.violation(INV['lock-held'], actor.id, LOCK_HELD.UNLOCKED, entry, desc, lock.owner());
+  } else if (!descIsLocked(cur)) {
+    kvm.violation(INV['lock-held'], actor.id, LOCK_HELD.MAKE_NOT_LOCKED, entry, desc, cur);
+  }
+  Atomics.store(kvm.m, entry, desc);
+  bbmOnWrite(kvm, actor, entry, cur, desc);
 }
 
 // ---------------------------------------------------------------- descent
@@ -337,6 +407,11 @@ export function stage2GetPmd(kvm: Kvm, actor: Actor, useCache: boolean, gfn: num
 export interface S2Visitor {
   /** A valid leaf: a block at LEVEL_PMD or a page at LEVEL_PTE. */
   leaf(kvm: Kvm, actor: Actor, level: number, entry: number, desc: number, gfn: number, table: number, gen: number): boolean;
+  /**
+   * A table entry, before the walk descends into it (KVM_PGTABLE_WALK_TABLE_PRE);
+   * the walk reloads the entry afterwards.
+   */
+  tablePre?(kvm: Kvm, actor: Actor, level: number, entry: number, desc: number, gfn: number, table: number, gen: number): boolean;
   /** After the walk of the child table `entry` points to (KVM_PGTABLE_WALK_TABLE_POST). */
   tablePost?(kvm: Kvm, actor: Actor, level: number, entry: number, desc: number, gfn: number, table: number, gen: number): boolean;
 }
@@ -345,6 +420,18 @@ export interface S2Visitor {
 export const WALK_RESCHED_BEFORE = 1 << 0;
 /** Walk flag: the 4.12 re-check, then cond_resched_lock() after each 1 GiB step but the last (unmap_stage2_range, 4.11 on). */
 export const WALK_RESCHED_AFTER = 1 << 1;
+/**
+ * Walk flag KVM_PGTABLE_WALK_SHARED (6.2): the walk runs under the read side
+ * of mmu_lock inside rcu_read_lock(), changes entries by compare-and-swap,
+ * and a table page freed under it is an `rcu-use-after-free`.
+ */
+export const WALK_SHARED = 1 << 2;
+/**
+ * Walk flag: visit every non-table entry, invalid ones included, and reload
+ * the entry after the visit (KVM_PGTABLE_WALK_LEAF as the map and attribute
+ * walkers use it; the walks of the 2014 code visit valid leaves only).
+ */
+export const WALK_LEAF_ALL = 1 << 3;
 
 const LEVEL_SHIFT = [0, 18, 9, 0];
 
@@ -358,21 +445,27 @@ const LEVEL_SHIFT = [0, 18, 9, 0];
 export function condReschedLock(kvm: Kvm, actor: Actor): boolean {
   const resched = kvm.needResched(actor.id);
   if (!resched && !kvm.mmuLockIsContended()) return false;
-  const site = Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE);
-  kvm.mmuLock.unlock(actor);
+  // cond_resched_rwlock_write(), or _read() for a walk under the read side.
+  const write = kvm.mmuLock.heldBy(actor);
+  const site = write ? Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE) : LS.other;
+  if (write) kvm.mmuLock.unlock(actor);
+  else kvm.mmuReadUnlock(actor);
   kvm.count(actor, CNT.reschedDrops);
   actor.sched.point(SITE['pgtable.resched']);
   if (resched) actor.sched.idle(0); // preempt_schedule_common()
-  kvm.mmuLock.lock(actor, site);
+  if (write) kvm.mmuLock.lock(actor, site);
+  else kvm.mmuLock.readLock(actor, site);
   return true;
 }
 
-function walkLevel(kvm: Kvm, actor: Actor, level: number, table: number, gen: number, start: number, end: number, v: S2Visitor): boolean {
+function walkLevel(kvm: Kvm, actor: Actor, level: number, table: number, gen: number, start: number, end: number, v: S2Visitor, flags: number): boolean {
   const m = kvm.m;
   const L = kvm.layout;
   const shift = LEVEL_SHIFT[level];
   const size = 1 << shift;
   const unaligned = kvm.proto.wpRangeUnaligned;
+  const shared = (flags & WALK_SHARED) !== 0;
+  const leafAll = (flags & WALK_LEAF_ALL) !== 0;
   let gfn = start;
   while (gfn < end) {
     const idx = (gfn >>> shift) & (PTRS_PER_TABLE - 1);
@@ -380,24 +473,40 @@ function walkLevel(kvm: Kvm, actor: Actor, level: number, table: number, gen: nu
     const aligned = ((gfn >>> shift) + 1) << shift;
     const childEnd = aligned < end ? aligned : end;
     actor.sched.point(SITE['pgtable.walk']);
-    const desc = Atomics.load(m, entry);
+    // __kvm_pgtable_visit(): ctx.old = READ_ONCE(*ptep), once per visit.
+    let desc = Atomics.load(m, entry);
     // The read counts only if the page was still the walk's when it read it.
-    if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx)) return false;
-    if (descValid(desc)) {
-      if (level < LEVEL_PTE && descIsTable(desc)) {
-        const child = descOa(desc);
-        // Entering the child: under mmu_lock its page cannot change under us;
-        // a free page here is an entry left pointing to freed memory.
-        const childGen = Atomics.load(m, L.tableGen + child);
-        if (Atomics.load(m, L.tableState + child) === TABLE_FREE) return tableUseAfterFree(kvm, actor, UAF.ENTER_FREED, child, table);
-        if (!walkLevel(kvm, actor, level + 1, child, childGen, gfn, childEnd, v)) return false;
-        if (v.tablePost) {
-          const post = Atomics.load(m, entry);
-          if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx)) return false;
-          if (!v.tablePost(kvm, actor, level, entry, post, gfn, table, gen)) return false;
-        }
-      } else if (!v.leaf(kvm, actor, level, entry, desc, gfn, table, gen)) {
-        return false;
+    if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx, shared)) return false;
+    let isTable = level < LEVEL_PTE && descIsTable(desc);
+    if (isTable && v.tablePre) {
+      // KVM_PGTABLE_WALK_TABLE_PRE, then reload: the visitor may have
+      // replaced the table (table to block).
+      if (!v.tablePre(kvm, actor, level, entry, desc, gfn, table, gen)) return false;
+      desc = Atomics.load(m, entry);
+      if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx, shared)) return false;
+      isTable = level < LEVEL_PTE && descIsTable(desc);
+    } else if (!isTable && (leafAll || descValid(desc))) {
+      if (!v.leaf(kvm, actor, level, entry, desc, gfn, table, gen)) return false;
+      if (leafAll) {
+        // Reload after the leaf visit, to descend into a table the visitor
+        // installed (a new level, block to table).
+        desc = Atomics.load(m, entry);
+        if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx, shared)) return false;
+        isTable = level < LEVEL_PTE && descIsTable(desc);
+      }
+    }
+    if (isTable) {
+      const child = descOa(desc);
+      // Entering the child: under mmu_lock (and, for a shared walk, inside
+      // an RCU read section) its page cannot be freed under us; a free page
+      // here is an entry left pointing to freed memory.
+      const childGen = Atomics.load(m, L.tableGen + child);
+      if (Atomics.load(m, L.tableState + child) === TABLE_FREE) return tableUseAfterFree(kvm, actor, UAF.ENTER_FREED, child, table, shared);
+      if (!walkLevel(kvm, actor, level + 1, child, childGen, gfn, childEnd, v, flags)) return false;
+      if (v.tablePost) {
+        const post = Atomics.load(m, entry);
+        if (!tableStillEntered(kvm, actor, table, gen, UAF.READ, idx, shared)) return false;
+        if (!v.tablePost(kvm, actor, level, entry, post, gfn, table, gen)) return false;
       }
     }
     // Linux 5.12 "Fix range alignment when walking page tables": step to the
@@ -442,7 +551,7 @@ export function kvmPgtableWalk(kvm: Kvm, actor: Actor, start: number, end: numbe
     const step = descValid(top) ? granule : PAGES_PER_PGD_ENTRY;
     const boundary = (addr - (addr % step)) + step;
     const next = boundary < end ? boundary : end;
-    if (!walkLevel(kvm, actor, LEVEL_PGD, root, rootGen, addr, next, v)) return false;
+    if (!walkLevel(kvm, actor, LEVEL_PGD, root, rootGen, addr, next, v, flags)) return false;
     if ((flags & WALK_RESCHED_AFTER) !== 0 && next !== end) condReschedLock(kvm, actor);
     addr = next;
   }
@@ -737,4 +846,255 @@ export function s2Lookup(kvm: Kvm, gfn: number): { level: number; desc: number; 
   const d3 = Atomics.load(m, pte);
   if (!descValid(d3)) return { level: 0, desc: 0, entry: pte };
   return { level: LEVEL_PTE, desc: d3, entry: pte };
+}
+
+// ------------------------------------- the arm64 kvm_pgtable design (5.18 on)
+
+/**
+ * The leaf a map walk installs and what it returned: one map at a time per
+ * thread (a walk does not re-enter itself).
+ */
+const md = { gfn: 0, level: 0, desc: 0, shared: false, noCache: false, ret: 0 };
+
+/** KVM_PTE_LEAF_ATTR_S2_PERMS: what stage2_pte_needs_update() ignores. */
+const S2_PERMS = S2_AF | S2_S2AP_WRITE | S2_S2AP_READ;
+
+/** The first gfn of the range an entry at `level` covers. */
+function levelBase(gfn: number, level: number): number {
+  return level === LEVEL_PGD ? gfn & ~(PAGES_PER_PGD_ENTRY - 1) : level === LEVEL_PMD ? gfn & ~511 : gfn;
+}
+
+/**
+ * stage2_try_set_pte(): an exclusive walker stores (WRITE_ONCE); a shared
+ * one succeeds only if `cmpxchg(ptep, old, new) == old`. The
+ * shared-plain-store bug stores for shared walkers too.
+ */
+export function stage2TrySetPte(kvm: Kvm, actor: Actor, entry: number, old: number, desc: number, shared: boolean): boolean {
+  if (!shared || kvm.proto.sharedPlainStore) {
+    s2Write(kvm, actor, entry, desc);
+    return true;
+  }
+  return s2Cas(kvm, actor, entry, old, desc);
+}
+
+/**
+ * stage2_try_break_pte(): the "break" of break-before-make. Fails on an
+ * entry another walker holds LOCKED (an exclusive walker never meets one:
+ * the WARN_ON, a kernel-bug here) or on a lost compare-and-swap; else the
+ * entry is LOCKED (6.2 on; 0 before), the TLB invalidated for what the old
+ * entry mapped (by IPA for a leaf, the whole range for a table: the whole
+ * VMID here, as __kvm_tlb_flush_vmid in 6.2), and the table's count of a
+ * valid old entry dropped.
+ */
+export function stage2TryBreakPte(kvm: Kvm, actor: Actor, entry: number, old: number, gfn: number, level: number, shared: boolean): boolean {
+  const p = kvm.proto;
+  if (descIsLocked(old)) {
+    if (!shared) kvm.violation(INV['kernel-bug'], actor.id, KBUG.LOCKED_STATE, gfn, old, level);
+    return false;
+  }
+  if (!stage2TrySetPte(kvm, actor, entry, old, p.sharedWalker ? KVM_INVALID_PTE_LOCKED : 0, shared)) return false;
+  if (!p.breakNoTlbi) {
+    if (level < LEVEL_PTE && descIsTable(old)) {
+      if (p.tableBreakFlushesIpa) kvmTlbFlushVmidIpa(kvm, actor, gfn);
+      else kvmFlushRemoteTlbs(kvm, actor);
+    } else if (descValid(old)) {
+      kvmTlbFlushVmidIpa(kvm, actor, gfn);
+    }
+  }
+  if (descValid(old)) putTablePage(kvm, actor, tableOf(kvm, entry)); // stage2_pte_is_counted(old)
+  return true;
+}
+
+/**
+ * stage2_make_pte(): take the table's count for a valid new entry, then
+ * publish it (smp_store_release) over the entry this walker LOCKED. Before
+ * 6.2 (no LOCKED state) the exclusive walker stores over the cleared entry.
+ */
+export function stage2MakePte(kvm: Kvm, actor: Actor, entry: number, desc: number): void {
+  if (descValid(desc)) getTablePage(kvm, tableOf(kvm, entry));
+  if (kvm.proto.sharedWalker) {
+    actor.sched.point(SITE['pgtable.locked']);
+    s2Make(kvm, actor, entry, desc);
+  } else {
+    s2Write(kvm, actor, entry, desc);
+  }
+}
+
+/**
+ * kvm_pgtable_stage2_free_unlinked() (the RCU callback
+ * stage2_free_unlinked_table_rcu_cb, or at once): drop the count of every
+ * valid entry of an unlinked table, free its child tables, then the page.
+ */
+export function kvmPgtableStage2FreeUnlinked(kvm: Kvm, actor: Actor, t: number): void {
+  const m = kvm.m;
+  for (let i = 0; i < PTRS_PER_TABLE; i++) {
+    const d = Atomics.load(m, entryIndex(kvm, t, i));
+    if (!descValid(d)) continue;
+    putTablePage(kvm, actor, t);
+    const info = Atomics.load(m, kvm.layout.tableInfo + t) & 3;
+    if (info < LEVEL_PTE && descIsTable(d)) kvmPgtableStage2FreeUnlinked(kvm, actor, descOa(d));
+  }
+  freeTable(kvm, actor, t);
+}
+
+/**
+ * mm_ops->free_unlinked_table(): a table a walker unlinked (table to block)
+ * is freed after an RCU grace period (call_rcu, 6.2 on), since shared
+ * walkers may still be inside it; 5.18's walker frees it at once under the
+ * write side. The unlinked-free-no-grace bug frees at once in 6.2 too.
+ */
+function stage2FreeUnlinkedTable(kvm: Kvm, actor: Actor, child: number): void {
+  if (kvm.proto.sharedWalker && !kvm.proto.unlinkedFreeNoGrace) callRcuFreeTable(kvm, actor, child);
+  else kvmPgtableStage2FreeUnlinked(kvm, actor, child);
+}
+
+/**
+ * stage2_map_walker_try_leaf(): install the leaf at its level. -E2BIG where
+ * a leaf of this size cannot go (stage2_leaf_mapping_allowed); -EAGAIN when
+ * the entry already maps this (stage2_pte_needs_update: the same output and
+ * attributes, permissions aside: the relax path does those) or the break
+ * lost a race; else break, then make.
+ */
+function mapTryLeaf(kvm: Kvm, actor: Actor, level: number, entry: number, old: number, gfn: number): number {
+  if (level !== md.level) return E2BIG;
+  const desc = md.desc;
+  if (descValid(old) && ((old ^ desc) & ~S2_PERMS) === 0) return EAGAIN;
+  const p = kvm.proto;
+  if (p.makeWithoutBreak && descValid(old)) {
+    // The bug: one compare-and-swap from the old entry to the new, no break.
+    if (!stage2TrySetPte(kvm, actor, entry, old, desc, md.shared)) return EAGAIN;
+  } else {
+    // Before 6.2 an invalid entry is written without a break (nothing to break).
+    if ((p.sharedWalker || descValid(old)) && !stage2TryBreakPte(kvm, actor, entry, old, gfn, level, md.shared)) return EAGAIN;
+    stage2MakePte(kvm, actor, entry, desc);
+  }
+  if (level === LEVEL_PTE) {
+    kvm.count(actor, CNT.pteMaps);
+    kvm.trace(actor, EV['map.pte'], gfn, desc);
+  } else {
+    kvm.count(actor, CNT.blockMaps);
+    kvm.trace(actor, EV['map.block'], gfn, desc);
+  }
+  return 0;
+}
+
+/** stage2_map_walker(): TABLE_PRE (table to block) and LEAF (new level, block to table, the leaf). */
+const mapVisitor: S2Visitor = {
+  // stage2_map_walk_table_pre()
+  tablePre(kvm, actor, level, entry, desc, gfn) {
+    if (level !== md.level) return true; // !stage2_leaf_mapping_allowed(): descend
+    const ret = mapTryLeaf(kvm, actor, level, entry, desc, gfn);
+    if (ret !== 0) {
+      md.ret = ret;
+      return false;
+    }
+    stage2FreeUnlinkedTable(kvm, actor, descOa(desc));
+    return true;
+  },
+  // stage2_map_walk_leaf()
+  leaf(kvm, actor, level, entry, desc, gfn) {
+    const ret = mapTryLeaf(kvm, actor, level, entry, desc, gfn);
+    if (ret !== E2BIG) {
+      md.ret = ret;
+      return ret === 0;
+    }
+    if (level === LEVEL_PTE) {
+      kvm.violation(INV['kernel-bug'], actor.id, KBUG.SPLIT_LAST_LEVEL, gfn, desc, level);
+      md.ret = EINVAL;
+      return false;
+    }
+    if (md.noCache) {
+      md.ret = ENOMEM; // if (!data->memcache) return -ENOMEM;
+      return false;
+    }
+    const child = mmuMemoryCacheAlloc(kvm, actor);
+    setTableInfo(kvm, child, levelBase(gfn, level), level + 1);
+    if (!stage2TryBreakPte(kvm, actor, entry, desc, gfn, level, md.shared)) {
+      // mm_ops->put_page(childp); the lost-race-leaks-table bug forgets it.
+      if (!kvm.proto.lostRaceLeaksTable) freeTable(kvm, actor, child);
+      md.ret = EAGAIN;
+      return false;
+    }
+    // If we've run into an existing block mapping then replace it with a
+    // table; accesses beyond the fault within the new table are mapped lazily.
+    stage2MakePte(kvm, actor, entry, mkTableDesc(child));
+    if (descValid(desc)) {
+      kvm.count(actor, CNT.blockSplits);
+      kvm.trace(actor, EV.split, levelBase(gfn, level), descOa(desc));
+    }
+    md.ret = 0;
+    return true; // the walk reloads the entry and descends into the new table
+  },
+};
+
+/**
+ * kvm_pgtable_stage2_map(): map `desc` (a page at LEVEL_PTE or a block at
+ * LEVEL_PMD) at gfn, shared (KVM_PGTABLE_WALK_SHARED |
+ * KVM_PGTABLE_WALK_HANDLE_FAULT, 6.2 on: inside rcu_read_lock) or
+ * exclusive; `noCache`: no memory cache (change_pte), so a missing level
+ * or a block is -ENOMEM. Returns 0, -EAGAIN (a lost race: the guest
+ * re-executes), -ENOMEM or -EINVAL.
+ */
+export function kvmPgtableStage2Map(kvm: Kvm, actor: Actor, gfn: number, level: number, desc: number, shared: boolean, noCache = false): number {
+  const span = level === LEVEL_PMD ? 512 : 1;
+  md.noCache = noCache;
+  md.gfn = gfn;
+  md.level = level;
+  md.desc = desc;
+  md.shared = shared;
+  md.ret = 0;
+  if (shared) rcuReadLock(kvm, actor); // kvm_pgtable_walk_begin()
+  kvmPgtableWalk(kvm, actor, gfn, gfn + span, mapVisitor, WALK_LEAF_ALL | (shared ? WALK_SHARED : 0));
+  const ret = md.ret;
+  if (shared) rcuReadUnlock(kvm, actor); // kvm_pgtable_walk_end()
+  if (ret === EAGAIN) kvm.trace(actor, EV['map.eagain'], gfn, level);
+  return ret;
+}
+
+const rd = { shared: false, level: 0, ret: 0 };
+
+/** stage2_attr_walker() as the relax path uses it: set write permission (and the access flag) on the leaf. */
+const relaxVisitor: S2Visitor = {
+  leaf(kvm, actor, level, entry, old) {
+    if (!descValid(old)) {
+      // 6.2 on, KVM_PGTABLE_WALK_HANDLE_FAULT: -EAGAIN on an invalid or
+      // LOCKED entry; 5.18's walker skips it (0).
+      rd.ret = kvm.proto.sharedWalker ? EAGAIN : 0;
+      return false;
+    }
+    rd.level = level;
+    const desc = old | S2_S2AP_WRITE | S2_AF;
+    if (desc !== old && !stage2TrySetPte(kvm, actor, entry, old, desc, rd.shared)) {
+      rd.ret = EAGAIN;
+      return false;
+    }
+    rd.ret = 0;
+    return true;
+  },
+};
+
+/**
+ * kvm_pgtable_stage2_relax_perms(): make the leaf at gfn writable by an
+ * attribute walk, then invalidate the TLB for it: broadcast (by IPA) before
+ * 6.5, the local TLB only from 6.5 (a12ab1378a88); only when the walk
+ * returned 0 until 6.7, also after -EAGAIN from 6.7 (be097997a273). The
+ * relax-skips-tlbi bug never invalidates.
+ */
+export function kvmPgtableStage2RelaxPerms(kvm: Kvm, vcpu: Actor, gfn: number, shared: boolean): number {
+  const p = kvm.proto;
+  rd.shared = shared;
+  rd.level = LEVEL_PTE;
+  rd.ret = 0;
+  if (shared) rcuReadLock(kvm, vcpu);
+  kvmPgtableWalk(kvm, vcpu, gfn, gfn + 1, relaxVisitor, WALK_LEAF_ALL | (shared ? WALK_SHARED : 0));
+  const ret = rd.ret;
+  const level = rd.level;
+  if (shared) rcuReadUnlock(kvm, vcpu);
+  kvm.count(vcpu, CNT.relaxes);
+  kvm.trace(vcpu, EV.relax, gfn, ret);
+  if (!p.relaxSkipsTlbi && (ret === 0 || (ret === EAGAIN && p.relaxTlbiOnEagain))) {
+    if (p.relaxLocalTlbi) kvmTlbFlushVmidIpaNsh(kvm, vcpu, gfn, level);
+    else kvmTlbFlushVmidIpa(kvm, vcpu, gfn);
+  }
+  return ret;
 }

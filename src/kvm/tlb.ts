@@ -205,3 +205,15 @@ export function tlbLocalInvalidate(kvm: Kvm, vcpu: number, gfn: number): void {
   const bt = Atomics.load(m, bs);
   if ((bt & TLB_BASE_MASK) === (gfn >>> 9) + 1) Atomics.compareExchange(m, bs, bt, 0);
 }
+
+/**
+ * __kvm_tlb_flush_vmid_ipa_nsh() (arch/arm64/kvm/hyp/tlb.c, 6.5 on): `tlbi
+ * ipas2e1` and `tlbi vmalle1` without the inner-shareable broadcast: only
+ * the calling vCPU's entries for the IPA go (the relax path's local TLBI).
+ */
+export function kvmTlbFlushVmidIpaNsh(kvm: Kvm, vcpu: Actor, gfn: number, _level: number): void {
+  vcpu.sched.point(SITE['tlb.flush']);
+  kvm.count(vcpu, CNT.tlbFlushes);
+  kvm.trace(vcpu, EV['flush.ipa'], gfn);
+  tlbLocalInvalidate(kvm, vcpu.id, gfn);
+}

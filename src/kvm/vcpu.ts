@@ -14,7 +14,7 @@ import type { Actor } from '../sync/actor.js';
 import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
-import { descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
+import { LEVEL_PMD, LEVEL_PTE, descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
 import { s2Lookup } from './pgtable.js';
 import { TLB_BASE_MASK, TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbFill, tlbLocalInvalidate, tlbPageSlot, tlbTagLive } from './tlb.js';
 import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
@@ -90,6 +90,7 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     sched.point(SITE['access.tlb']);
     let desc = 0;
     let frame = 0;
+    let level = LEVEL_PTE;
     const pt = Atomics.load(m, pslot);
     let bt = 0;
     if ((pt & TLB_BASE_MASK) === pageTag && tlbTagLive(m, genBase, pt)) {
@@ -98,6 +99,7 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     } else if (((bt = Atomics.load(m, bslot)) & TLB_BASE_MASK) === blockTag && tlbTagLive(m, genBase, bt)) {
       desc = Atomics.load(m, bslot + 1);
       frame = descOa(desc) + (gfn & 511);
+      level = LEVEL_PMD;
     } else {
       // Hardware stage-2 walk; a valid leaf fills the TLB, one fill in
       // TLB_S2_ONLY_ONE_IN as a stage-2-only entry (src/kvm/tlb.ts).
@@ -112,6 +114,7 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
         if (pmdIsBlock(d2)) {
           desc = d2;
           frame = descOa(d2) + (gfn & 511);
+          level = LEVEL_PMD;
           tlbFill(m, genBase, bslot, blockTag, d2, s2Only);
         } else if (descIsTable(d2)) {
           sched.point(SITE['access.walk']);
@@ -145,14 +148,19 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
       return result;
     }
     Atomics.add(m, seqIdx, 1); // leave the access: even
-    // A faulting translation is not kept in this vCPU's TLB.
-    tlbLocalInvalidate(kvm, vcpu.id, gfn);
     const permFault = descValid(desc);
+    // A faulting translation is not kept in this vCPU's TLB; except that
+    // arm64 lets a TLB keep an entry that caused a permission fault (the
+    // arm64 profiles): only a TLB invalidation removes it.
+    if (!(permFault && kvm.proto.tlbKeepsPermFaults)) tlbLocalInvalidate(kvm, vcpu.id, gfn);
     // What the fault can change: the page's entry, or the notifier sequence
     // (the host changed memory under it: a retry then is not a stall).
     const seqBefore = Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ);
     const leafBefore = s2Leaf(kvm, gfn);
-    kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault);
+    // A permission fault on an entry the tables already make writable: the
+    // TLB kept the read-only one (a lost relax race on 6.5, for one).
+    if (permFault && write && descWritable(leafBefore)) kvm.count(vcpu, CNT.spuriousPermFaults);
+    kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault, level);
     if (Atomics.load(m, CTRL.END) !== 0) return ACCESS_ABORTED;
     // No usable memslot (being deleted: KVM_MEMSLOT_INVALID, or gone): for
     // the kernel an MMIO exit to userspace, which runs the vCPU again until

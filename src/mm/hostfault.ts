@@ -274,11 +274,12 @@ export function splitHugeZeroPmd(kvm: Kvm, actor: Actor, base: number): boolean 
 /**
  * set_pte_at_notify() under the held host PTE lock, then unlock: the new
  * entry is installed and KVM hears of it through change_pte (which takes
- * mmu_lock: the ptl -> mmu_lock order).
+ * mmu_lock: the ptl -> mmu_lock order). From 6.10 there is no change_pte:
+ * set_pte_at() alone.
  */
 export function setPteAtNotifyAndUnlock(kvm: Kvm, actor: Actor, gfn: number, nv: number): void {
   hpteSetLocked(kvm, gfn, nv);
-  kvmMmuNotifierChangePte(kvm, actor, gfn, nv & HPTE_FRAME_MASK);
+  if (kvm.proto.changePteNotifier) kvmMmuNotifierChangePte(kvm, actor, gfn, nv & HPTE_FRAME_MASK);
   hpteUnlock(kvm, gfn, nv);
 }
 

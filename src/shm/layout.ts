@@ -28,7 +28,7 @@ export const ACTOR_WORDS = 8;
 export const FRAMES_PER_GROUP = PTRS_PER_PMD;
 export const MAX_LOCK_SITES = 16;
 export const LOCK_SITE_WORDS = 16;
-export const N_COUNTERS = 48;
+export const N_COUNTERS = 64;
 /** TLB generation words (src/kvm/tlb.ts): stage-1 (combined entries) and all entries. */
 export const TLB_GEN_WORDS = 2;
 /**
@@ -95,6 +95,16 @@ export const CTRL = {
   MM_RELEASING: 26,
   /** VM lives ended so far (teardowns); a new VM starts the next life. */
   VM_ENDED: 27,
+  /**
+   * RCU for unlinked stage-2 tables (src/sync/rcu.ts): the grace-period
+   * number, and the callback list [HEAD, MID) waiting for the current grace
+   * period, [MID, TAIL) queued for the next (indices into layout.rcuList,
+   * counted up, taken modulo its length).
+   */
+  RCU_GP: 28,
+  RCU_HEAD: 29,
+  RCU_MID: 30,
+  RCU_TAIL: 31,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;
@@ -157,6 +167,12 @@ export interface Layout {
   bbm: number;
   /** Per table page: bumped each time the page is freed (a walk that entered it sees a reuse). */
   tableGen: number;
+  /** Per actor: 0 outside an RCU read section, (grace period << 1) | 1 inside one. */
+  rcuReaders: number;
+  /** The readers' words when the current grace period started. */
+  rcuSnap: number;
+  /** Table pages waiting for a grace period (call_rcu callbacks), a ring as long as the pool. */
+  rcuList: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -223,6 +239,9 @@ export function computeLayout(c: ModelConfig): Layout {
   const tableInfo = take(tables);
   const bbm = take(nActors * BBM_ACTOR_WORDS);
   const tableGen = take(tables);
+  const rcuReaders = take(nActors);
+  const rcuSnap = take(nActors);
+  const rcuList = take(tables);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -274,6 +293,9 @@ export function computeLayout(c: ModelConfig): Layout {
     tableInfo,
     bbm,
     tableGen,
+    rcuReaders,
+    rcuSnap,
+    rcuList,
     words,
     countersF64,
     bytes: words * 4,

@@ -16,6 +16,8 @@ export class Actor {
   writeSeq = 0;
   /** SRCU read-side nesting depth (srcu_read_lock sections nest). */
   srcuDepth = 0;
+  /** Number of this actor's last RCU read section (src/sync/rcu.ts). */
+  rcuSection = 0;
   /** Out-parameter of kvmHandleGuestAbort(): what user_mem_abort() returned (0, FAULT_RETRY or -errno). */
   faultResult = 0;
   constructor(

@@ -39,6 +39,14 @@ export const SITE_NAMES = [
   'pgtable.resched',
   /** Just after a memslot update is published, before the grace period or write-protect. */
   'memslot.published',
+  /** A shared walker's compare-and-swap of an entry it read (stage2_try_set_pte). */
+  'pgtable.cas',
+  /** Between the "break" (entry LOCKED, TLB invalidated) and the "make" of a shared walker. */
+  'pgtable.locked',
+  /** rcu_read_lock() of a shared stage-2 walk (kvm_pgtable_walk_begin). */
+  'rcu.read',
+  /** An RCU callback freeing an unlinked table page after its grace period. */
+  'rcu.callback',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
@@ -101,6 +109,10 @@ const PREEMPT_EVERY: Partial<Record<SiteName, number>> = {
   'access.walk': 32,
   'access.store': 32,
   'access.load': 64,
+  'pgtable.cas': 4,
+  'pgtable.locked': 4,
+  'rcu.read': 64,
+  'rcu.callback': 8,
 };
 
 /** Preemption odds per site: one in SITE_PREEMPT_EVERY[site]. */

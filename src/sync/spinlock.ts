@@ -94,6 +94,13 @@ export interface SpinLock {
   readonly base: number;
   lock(actor: Actor, site: number): void;
   unlock(actor: Actor): void;
+  /** read_lock(): for a spinlock (no read side) the lock itself. */
+  readLock(actor: Actor, site: number): void;
+  readUnlock(actor: Actor): void;
+  /** Whether `actor` holds the read side (a spinlock: holds the lock). */
+  readHeldBy(actor: Actor): boolean;
+  /** How many hold the read side now (a spinlock: 0). */
+  readers(): number;
   /** Actor id of the owner, or -1. */
   owner(): number;
   heldBy(actor: Actor): boolean;
@@ -225,6 +232,18 @@ abstract class OwnedLock implements SpinLock {
 
   owner(): number {
     return Atomics.load(this.m, this.base + W_OWNER) - 1;
+  }
+  readLock(actor: Actor, site: number): void {
+    this.lock(actor, site);
+  }
+  readUnlock(actor: Actor): void {
+    this.unlock(actor);
+  }
+  readHeldBy(actor: Actor): boolean {
+    return this.heldBy(actor);
+  }
+  readers(): number {
+    return 0;
   }
   heldBy(actor: Actor): boolean {
     return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
