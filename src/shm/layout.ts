@@ -157,6 +157,11 @@ export interface Layout {
   bbm: number;
   /** Per table page: bumped each time the page is freed (a walk that entered it sees a reuse). */
   tableGen: number;
+  /**
+   * mmu_lock's read holders (`--lock rwlock`, src/sync/rwlock.ts): per
+   * actor, the lock_stat site + 1 while it holds the read side, else 0.
+   */
+  mmuLockReaders: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -223,6 +228,7 @@ export function computeLayout(c: ModelConfig): Layout {
   const tableInfo = take(tables);
   const bbm = take(nActors * BBM_ACTOR_WORDS);
   const tableGen = take(tables);
+  const mmuLockReaders = take(nActors);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -274,6 +280,7 @@ export function computeLayout(c: ModelConfig): Layout {
     tableInfo,
     bbm,
     tableGen,
+    mmuLockReaders,
     words,
     countersF64,
     bytes: words * 4,
