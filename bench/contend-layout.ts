@@ -1,4 +1,6 @@
 /** Shared words of the contended-lock benchmark (bench/contend.ts and its worker). */
+import type { LockKind } from '../src/config.js';
+
 export const CW = {
   /** Round generation: bumped by the main thread to start a round. */
   GEN: 0,
@@ -20,13 +22,20 @@ export const CW = {
 } as const;
 
 export function contendWords(workers: number): number {
+  return CW.PER_WORKER + workers * CW.WORKER_WORDS + workers;
+}
+
+/** The rwlock's read holders' region (one word per worker), after the per-worker words. */
+export function contendReaders(workers: number): number {
   return CW.PER_WORKER + workers * CW.WORKER_WORDS;
 }
 
 export interface ContendWorkerData {
   sab: SharedArrayBuffer;
   id: number;
-  kind: 'ticket' | 'tas';
+  kind: LockKind;
+  /** Workers (the rwlock's readers region has a word for each). */
+  workers: number;
   holdSample: number;
   /** Steps of plain work inside the critical section, and outside it. */
   holdWork: number;

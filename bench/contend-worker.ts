@@ -5,12 +5,13 @@
  * shared buffer (a barrier per round), never with sleeps.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { TasLock, TicketLock, type SpinLock } from '../src/sync/spinlock.js';
+import type { SpinLock } from '../src/sync/spinlock.js';
+import { createLock } from '../src/sync/locks.js';
 import { LockStats } from '../src/sync/lockstat.js';
 import { Actor } from '../src/sync/actor.js';
 import { FreeSched } from '../src/sync/sched.js';
 import { LS } from '../src/sync/locksites.js';
-import { CW, type ContendWorkerData } from './contend-layout.js';
+import { CW, contendReaders, type ContendWorkerData } from './contend-layout.js';
 
 function waitChange(m: Int32Array, index: number, value: number): number {
   for (;;) {
@@ -35,7 +36,7 @@ function main(d: ContendWorkerData): void {
     if (Atomics.load(m, CW.QUIT) !== 0) return;
     const statsOn = Atomics.load(m, CW.STATS) !== 0;
     const stats = statsOn ? new LockStats(d.holdSample, 977 + d.id + gen * 16) : null;
-    const lock: SpinLock = d.kind === 'tas' ? new TasLock(m, CW.LOCK, stats) : new TicketLock(m, CW.LOCK, stats);
+    const lock: SpinLock = createLock(d.kind, m, CW.LOCK, stats, { base: contendReaders(d.workers), n: d.workers });
     Atomics.add(m, CW.READY, 1);
     Atomics.notify(m, CW.READY);
     while (Atomics.load(m, CW.GO) !== gen) Atomics.wait(m, CW.GO, Atomics.load(m, CW.GO), 100);

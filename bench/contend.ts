@@ -61,7 +61,7 @@ export async function contendedBench(o: ContendOptions): Promise<ContendResult> 
   const m = new Int32Array(sab);
   const file = distFile('contend-worker.js');
   const workers = Array.from({ length: o.threads }, (_, id) => {
-    const data: ContendWorkerData = { sab, id, kind: o.kind, holdSample: DEFAULT_HOLD_SAMPLE, holdWork: o.holdWork, outsideWork: o.outsideWork };
+    const data: ContendWorkerData = { sab, id, kind: o.kind, workers: o.threads, holdSample: DEFAULT_HOLD_SAMPLE, holdWork: o.holdWork, outsideWork: o.outsideWork };
     return new Worker(file, { workerData: data });
   });
   const exited = workers.map((w) => new Promise<void>((resolve, reject) => {

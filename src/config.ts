@@ -37,7 +37,7 @@ export type Arch = (typeof ARCHS)[number];
 export const BACKINGS = ['anon', 'thp', 'hugetlb', 'mixed'] as const;
 export type Backing = (typeof BACKINGS)[number];
 
-export const LOCK_KINDS = ['ticket', 'tas'] as const;
+export const LOCK_KINDS = ['ticket', 'tas', 'rwlock'] as const;
 export type LockKind = (typeof LOCK_KINDS)[number];
 
 export const MIN_VCPUS = 1;

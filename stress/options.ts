@@ -189,7 +189,8 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --guest-mem SIZE       2M to 16G, a multiple of 2M (default 1G)
   --backing KIND         ${BACKINGS.join('|')} (default thp)
   --write-pct P          share of guest writes, 0 to 100 (default 50)
-  --lock KIND            ${LOCK_KINDS.join('|')} (default ticket)
+  --lock KIND            ${LOCK_KINDS.join('|')} (default ticket): mmu_lock as a ticket spinlock, a
+                         test-and-set spinlock, or arm64's queued rwlock (Linux 5.18+: readers share it)
   --duration TIME        threads mode: 1ms to 168h (default 20s); a run goes on past it until it has
                          done some guest accesses and, with migrations, one migration or cancel,
                          for at most --watchdog more

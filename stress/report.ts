@@ -10,7 +10,7 @@ import { TRACE_RING, TRACE_WORDS, ACTOR } from '../src/shm/layout.js';
 import { actorName } from '../src/vm.js';
 import type { RunOptions } from './options.js';
 import { formatBytes } from '../src/config.js';
-import { EXACT_FIRST_HOLDS, formatLockTable, type LockReport, type TimeStats } from '../src/sync/lockstat.js';
+import { EXACT_FIRST_HOLDS, formatLockTable, lockTableLines, type LockReport, type TimeStats } from '../src/sync/lockstat.js';
 
 export interface ScheduleReport {
   hash: string;
@@ -244,7 +244,7 @@ export function formatLockTableFor(r: LockReport, mode: string, wide = false): s
     usCell(x.holdNs.p99),
     usCell(x.holdNs.max),
   ];
-  const rows = [row('mmu_lock', r), ...r.sites.map((s) => row(`  ${s.site}`, s))];
+  const rows = lockTableLines(r).map((l) => row(l.name, l.stats));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
   const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const notes = [

@@ -62,6 +62,20 @@ export function workerPath(): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Who holds mmu_lock, for the watchdog and the deadlock report: the (write)
+ * owner, and an rwlock's read holders with their sites ("none (read-held by
+ * vcpu1 at fault)"): a reader that never unlocks is named too.
+ */
+export function mmuLockHolder(kvm: Kvm): string {
+  const lock = kvm.mmuLock;
+  const owner = actorName(kvm, lock.owner());
+  const readers = lock.readHolders();
+  if (readers.length === 0) return owner;
+  const site = (a: number): string => LOCK_SITE_NAMES[lock.readSite(a)] ?? `${lock.readSite(a)}`;
+  return `${owner} (read-held by ${readers.map((a) => `${actorName(kvm, a)} at ${site(a)}`).join(', ')})`;
+}
+
 /** What word an actor waits on, in words a kernel developer reads. */
 export function describeWait(kvm: Kvm, word: number): string {
   const L = kvm.layout;
@@ -71,6 +85,7 @@ export function describeWait(kvm: Kvm, word: number): string {
   if (word >= L.mmuLock && word < L.mmuLock + 8) {
     const owner = kvm.mmuLock.owner();
     const site = Atomics.load(kvm.m, L.mmuLock + LOCKW.OWNER_SITE);
+    if (owner < 0 && kvm.mmuLock.readers() > 0) return `spinning on mmu_lock (held by ${mmuLockHolder(kvm)})`;
     return `spinning on mmu_lock (held by ${actorName(kvm, owner)} at ${LOCK_SITE_NAMES[site] ?? site})`;
   }
   if (word >= L.zoneLock && word < L.zoneLock + 8) return 'spinning on the zone lock';
@@ -497,7 +512,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
         if (now - lastProgressAt[a] > o.watchdogMs) {
           violations.push({
             invariant: 'progress',
-            message: `${actorName(kvm, a)} made no progress for ${Math.round(now - lastProgressAt[a])} ms: ${describeWait(kvm, waiting)}; mmu_lock held by ${actorName(kvm, kvm.mmuLock.owner())}. All actors: ${describeActors(kvm)}`,
+            message: `${actorName(kvm, a)} made no progress for ${Math.round(now - lastProgressAt[a])} ms: ${describeWait(kvm, waiting)}; mmu_lock held by ${mmuLockHolder(kvm)}. All actors: ${describeActors(kvm)}`,
             actor: actorName(kvm, a),
           });
         }

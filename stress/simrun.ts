@@ -11,7 +11,7 @@ import { checkStoppedWorld, type Violation } from '../src/check/invariants.js';
 import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
-import { type RunHooks, abortSignalName, buildReport, describeWait, launch, shutdown, terminate } from './run.js';
+import { type RunHooks, abortSignalName, buildReport, describeWait, launch, mmuLockHolder, shutdown, terminate } from './run.js';
 import type { Report } from './report.js';
 import { CNT } from '../src/check/names.js';
 
@@ -97,7 +97,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
           .join('; ');
         violations.push({
           invariant: 'progress',
-          message: `deadlock at step ${st.f[SIMF.STEPS]}: every actor is blocked; mmu_lock held by ${actorName(kvm, kvm.mmuLock.owner())}. ${who}`,
+          message: `deadlock at step ${st.f[SIMF.STEPS]}: every actor is blocked; mmu_lock held by ${mmuLockHolder(kvm)}. ${who}`,
           actor: 'orchestrator',
         });
         break;

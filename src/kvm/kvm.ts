@@ -8,7 +8,8 @@ import { type ModelConfig, RESCHED_GRANULE_DEFAULT } from '../config.js';
 import { PAGE_SIZE } from '../arch/stage2.js';
 import { type Layout, computeLayout, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
 import { type Protocol, resolveProtocol } from '../profiles.js';
-import { type SpinLock, TicketLock, TasLock, type LockStatsSink, LOCKW, TICKET_MASK, TICKET_SHIFT } from '../sync/spinlock.js';
+import { type SpinLock, TicketLock, type LockStatsSink, LOCKW, TICKET_MASK, TICKET_SHIFT } from '../sync/spinlock.js';
+import { createLock } from '../sync/locks.js';
 import type { Actor } from '../sync/actor.js';
 import { bbmOnMmuUnlock, bbmOnSlotsUnlock } from '../check/bbm.js';
 
@@ -19,7 +20,7 @@ export class Kvm {
   readonly m: Int32Array;
   readonly f64: Float64Array;
   readonly proto: Protocol;
-  /** kvm->mmu_lock */
+  /** kvm->mmu_lock: a spinlock (`ticket`, `tas`) or, as on arm64 since 5.18, an rwlock (`rwlock`). */
   readonly mmuLock: SpinLock;
   /** Host page allocator's zone lock. */
   readonly zoneLock: SpinLock;
@@ -47,7 +48,7 @@ export class Kvm {
     this.f64 = new Float64Array(sab, this.layout.countersF64 * 8, this.layout.nActors * N_COUNTERS);
     this.proto = resolveProtocol(cfg.profile, cfg.bugs, cfg.arch);
     const L = this.layout;
-    this.mmuLock = cfg.lock === 'tas' ? new TasLock(this.m, L.mmuLock, lockStats) : new TicketLock(this.m, L.mmuLock, lockStats);
+    this.mmuLock = createLock(cfg.lock, this.m, L.mmuLock, lockStats, { base: L.mmuLockReaders, n: L.nActors });
     this.zoneLock = new TicketLock(this.m, L.zoneLock);
     this.slotsLock = new TicketLock(this.m, L.slotsLock);
     this.tableLock = new TicketLock(this.m, L.tableLock);
@@ -75,10 +76,18 @@ export class Kvm {
    * spin_needbreak(&kvm->mmu_lock) -> spin_is_contended(): somebody waits
    * for mmu_lock. Ticket lock: a ticket was taken after the holder's
    * (next - owner > 1); test-and-set: a waiter is in the slow path.
+   * rwlock: rwlock_needbreak() -> rwlock_is_contended() ->
+   * queued_rwlock_is_contended(): arch_spin_is_locked(&lock->wait_lock),
+   * a writer or a slow-path reader is in the qrwlock's queue (what
+   * cond_resched_rwlock_write() and cond_resched_rwlock_read() look at).
    */
   mmuLockIsContended(): boolean {
     const base = this.layout.mmuLock;
     if (this.cfg.lock === 'tas') return Atomics.load(this.m, base + LOCKW.WAITERS) !== 0;
+    if (this.cfg.lock === 'rwlock') {
+      const wl = Atomics.load(this.m, base + LOCKW.WAIT_LOCK);
+      return wl >>> TICKET_SHIFT !== (wl & TICKET_MASK);
+    }
     const w = Atomics.load(this.m, base + LOCKW.NEXT);
     return (((w >>> TICKET_SHIFT) - (w & TICKET_MASK)) & TICKET_MASK) > 1;
   }

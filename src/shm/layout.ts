@@ -173,6 +173,11 @@ export interface Layout {
   rcuSnap: number;
   /** Table pages waiting for a grace period (call_rcu callbacks), a ring as long as the pool. */
   rcuList: number;
+  /**
+   * mmu_lock's read holders (`--lock rwlock`, src/sync/rwlock.ts): per
+   * actor, the lock_stat site + 1 while it holds the read side, else 0.
+   */
+  mmuLockReaders: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -242,6 +247,7 @@ export function computeLayout(c: ModelConfig): Layout {
   const rcuReaders = take(nActors);
   const rcuSnap = take(nActors);
   const rcuList = take(tables);
+  const mmuLockReaders = take(nActors);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -296,6 +302,7 @@ export function computeLayout(c: ModelConfig): Layout {
     rcuReaders,
     rcuSnap,
     rcuList,
+    mmuLockReaders,
     words,
     countersF64,
     bytes: words * 4,

@@ -30,3 +30,13 @@ export type LockSiteName = (typeof LOCK_SITE_NAMES)[number];
 export const LS: { readonly [K in LockSiteName]: number } = Object.fromEntries(
   LOCK_SITE_NAMES.map((n, i) => [n, i]),
 ) as { readonly [K in LockSiteName]: number };
+
+/**
+ * lock_stat rows: an rwlock's read acquisitions have rows of their own, as
+ * /proc/lock_stat keeps `&kvm->mmu_lock-R` apart from `-W`. The write (or
+ * exclusive: every spinlock acquisition) row of site `s` is row `s`, its
+ * read row `READ_ROW + s`.
+ */
+export const READ_ROW = LOCK_SITE_NAMES.length;
+/** Rows of a LockStats: a write row and a read row per site. */
+export const LOCK_ROWS = 2 * READ_ROW;

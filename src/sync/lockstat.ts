@@ -52,10 +52,17 @@
  *   1.7x-2x the bare pair in about half the runs, 128 or fewer never);
  * - histograms are fed after the release, outside the critical section, in
  *   batches (timed() queues, flush() records).
+ *
+ * Sides: an rwlock's read acquisitions are kept on rows of their own, as
+ * /proc/lock_stat shows `&kvm->mmu_lock-R` apart from `&kvm->mmu_lock-W`:
+ * a LockStats has a write row and a read row per call site (READ_ROW in
+ * locksites.ts), each with its own counts, sampling and histograms. A
+ * spinlock's acquisitions are all exclusive: they go to the write rows, so
+ * a spinlock run has the same rows as before there were sides.
  */
 import * as hdr from 'hdr-histogram-js';
 import type { LockStatsSink } from './spinlock.js';
-import { LOCK_SITE_NAMES } from './locksites.js';
+import { LOCK_ROWS, LOCK_SITE_NAMES, READ_ROW } from './locksites.js';
 
 /** One hold in this many is timed, after a site's first ones (a power of two; 1 = every hold, as lock_stat). */
 export const DEFAULT_HOLD_SAMPLE = 256;
@@ -75,9 +82,14 @@ export interface TimeStats {
   p99: number;
 }
 
-/** One row of the table: one call site of mmu_lock (see locksites.ts). */
+/** read: read_lock() of an rwlock; write: write_lock() of an rwlock, and every acquisition of a spinlock (exclusive). */
+export type LockSide = 'read' | 'write';
+
+/** One row of the table: one call site of mmu_lock (see locksites.ts), one side. */
 export interface LockSiteReport {
   site: string;
+  /** Which side of the lock the row counts (added with the rwlock: spinlock rows are 'write'). */
+  side: LockSide;
   acquisitions: number;
   contentions: number;
   /** acq-bounces: acquisitions whose previous owner was another actor. */
@@ -90,6 +102,16 @@ export interface LockSiteReport {
   holdNs: TimeStats;
   /** Holds actually timed (the rest are represented by the weighted samples). */
   holdTimed: number;
+}
+
+/** One side's totals over its rows. */
+export interface LockSideTotals {
+  acquisitions: number;
+  contentions: number;
+  bounces: number;
+  conBounces: number;
+  waitNs: TimeStats;
+  holdNs: TimeStats;
 }
 
 /** The report's `lock` field (docs/design.md section 5). */
@@ -105,7 +127,10 @@ export interface LockReport {
   conBounces: number;
   waitNs: TimeStats;
   holdNs: TimeStats;
+  /** Rows with acquisitions: the write (exclusive) rows in site order, then the read rows. */
   sites: LockSiteReport[];
+  /** Totals per side (the lock's totals above are over both). */
+  sides: { write: LockSideTotals; read: LockSideTotals };
 }
 
 /** Serializable per-site statistics of one thread. Histograms are compressed HdrHistogram encodings. */
@@ -128,6 +153,7 @@ export interface LockSiteSnapshot {
 /** Serializable per-thread statistics (what a worker returns). */
 export interface LockStatsSnapshot {
   holdSampleEvery: number;
+  /** LOCK_ROWS rows: the write row of each site, then its read row (READ_ROW + site). */
   sites: LockSiteSnapshot[];
 }
 
@@ -194,7 +220,7 @@ export class LockStats implements LockStatsSink {
     this.holdSampleEvery = holdSampleEvery;
     this.mask = holdSampleEvery - 1;
     this.x = seed | 0 || 0x2545f491;
-    const n = LOCK_SITE_NAMES.length;
+    const n = LOCK_ROWS;
     this.countdown = new Int32Array(n).fill(1);
     this.acq = new Float64Array(n);
     this.cont = new Float64Array(n);
@@ -327,7 +353,7 @@ export class LockStats implements LockStatsSink {
     this.flush();
     return {
       holdSampleEvery: this.holdSampleEvery,
-      sites: LOCK_SITE_NAMES.map((_, i) => ({
+      sites: Array.from({ length: LOCK_ROWS }, (_, i) => ({
         acq: this.acq[i],
         cont: this.cont[i],
         bounces: this.bounces[i],
@@ -399,6 +425,10 @@ function timeStats(timed: number, min: number, max: number, total: number, n: nu
   return { min, max, total, avg: total / n, p50: pct(50), p99: pct(99) };
 }
 
+function emptySide(): LockSideTotals {
+  return { acquisitions: 0, contentions: 0, bounces: 0, conBounces: 0, waitNs: { ...ZERO }, holdNs: { ...ZERO } };
+}
+
 export function emptyLockReport(kind: string): LockReport {
   return {
     kind,
@@ -411,20 +441,28 @@ export function emptyLockReport(kind: string): LockReport {
     waitNs: { ...ZERO },
     holdNs: { ...ZERO },
     sites: [],
+    sides: { write: emptySide(), read: emptySide() },
   };
+}
+
+function sideTotals(a: Acc): LockSideTotals {
+  return { acquisitions: a.acq, contentions: a.cont, bounces: a.bounces, conBounces: a.conBounces, waitNs: a.waitStats(), holdNs: a.holdStats() };
 }
 
 /**
  * Merge per-thread snapshots into the report's `lock` field: one row per
- * call site that was used (in LOCK_SITE_NAMES order), and the lock's totals
- * over every site (histograms merged, not averaged).
+ * call site and side that was used (the write rows in LOCK_SITE_NAMES
+ * order, then the read rows), the totals of each side, and the lock's
+ * totals over every row (histograms merged, not averaged).
  */
 export function mergeLockStats(kind: string, snaps: LockStatsSnapshot[]): LockReport {
   const r = emptyLockReport(kind);
   r.enabled = true;
   r.holdSampleEvery = snaps.length ? Math.max(...snaps.map((s) => s.holdSampleEvery)) : 0;
   const all = new Acc();
-  for (let i = 0; i < LOCK_SITE_NAMES.length; i++) {
+  const bySide = { write: new Acc(), read: new Acc() };
+  for (let i = 0; i < LOCK_ROWS; i++) {
+    const side: LockSide = i < READ_ROW ? 'write' : 'read';
     const row = new Acc();
     for (const snap of snaps) {
       const s = snap.sites[i];
@@ -433,10 +471,12 @@ export function mergeLockStats(kind: string, snaps: LockStatsSnapshot[]): LockRe
       const hold = s.hold !== null ? decode(s.hold) : null;
       row.add(s, wait, hold);
       all.add(s, wait, hold);
+      bySide[side].add(s, wait, hold);
     }
     if (row.acq === 0) continue;
     r.sites.push({
-      site: LOCK_SITE_NAMES[i],
+      site: LOCK_SITE_NAMES[i % READ_ROW],
+      side,
       acquisitions: row.acq,
       contentions: row.cont,
       bounces: row.bounces,
@@ -452,7 +492,41 @@ export function mergeLockStats(kind: string, snaps: LockStatsSnapshot[]): LockRe
   r.conBounces = all.conBounces;
   r.waitNs = all.waitStats();
   r.holdNs = all.holdStats();
+  r.sides = { write: sideTotals(bySide.write), read: sideTotals(bySide.read) };
   return r;
+}
+
+/** Lock statistics of one line of a lock_stat table. */
+export interface LockTableStats {
+  conBounces: number;
+  contentions: number;
+  waitNs: TimeStats;
+  bounces: number;
+  acquisitions: number;
+  holdNs: TimeStats;
+}
+
+/**
+ * The lines of a lock_stat table, named: the class line `mmu_lock`, then a
+ * line per call site. An rwlock's table (or any report with read rows)
+ * has, as /proc/lock_stat, a class line per side, `mmu_lock-W` and
+ * `mmu_lock-R` (a side without acquisitions is left out), each followed by
+ * its sites, `fault (W)`, `fault (R)`. A spinlock's table is as it always
+ * was: `mmu_lock` and its sites.
+ */
+export function lockTableLines(r: LockReport): { name: string; stats: LockTableStats }[] {
+  const sideOf = (s: LockSiteReport): LockSide => s.side ?? 'write';
+  const sided = r.kind === 'rwlock' || r.sites.some((s) => sideOf(s) === 'read');
+  const out = [{ name: 'mmu_lock', stats: r as LockTableStats }];
+  if (!sided) return [...out, ...r.sites.map((s) => ({ name: `  ${s.site}`, stats: s as LockTableStats }))];
+  for (const [side, tag] of [['write', 'W'], ['read', 'R']] as const) {
+    const rows = r.sites.filter((s) => sideOf(s) === side);
+    if (rows.length === 0) continue;
+    const totals = r.sides?.[side];
+    if (totals) out.push({ name: `mmu_lock-${tag}`, stats: totals });
+    for (const s of rows) out.push({ name: `  ${s.site} (${tag})`, stats: s });
+  }
+  return out;
 }
 
 /** Microseconds with two decimals, as /proc/lock_stat prints them. */
@@ -483,7 +557,7 @@ export function formatLockTable(r: LockReport): string {
     'holdtime-avg',
     'holdtime-p99',
   ];
-  const row = (name: string, x: { conBounces: number; contentions: number; waitNs: TimeStats; bounces: number; acquisitions: number; holdNs: TimeStats }): string[] => [
+  const row = (name: string, x: LockTableStats): string[] => [
     name,
     `${x.conBounces}`,
     `${x.contentions}`,
@@ -500,7 +574,7 @@ export function formatLockTable(r: LockReport): string {
     us(x.holdNs.avg),
     us(x.holdNs.p99),
   ];
-  const rows = [row(`mmu_lock`, r), ...r.sites.map((s) => row(`  ${s.site}`, s))];
+  const rows = lockTableLines(r).map((l) => row(l.name, l.stats));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
   const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const sampling =

@@ -3,7 +3,8 @@
  * Every lock knows its owner (actor id + 1 in the OWNER word), which is what
  * the `lock-held` invariant and the `progress` watchdog read.
  *
- * Two kinds behind one interface (`--lock`):
+ * Two spinlock kinds behind one interface (`--lock`), and a third, the
+ * queued rwlock of Linux 5.18+ arm64 (`rwlock`), in rwlock.ts:
  * - ticket: the arm spinlock of the seed's era (arch/arm/include/asm/spinlock.h),
  *   FIFO fair; the default. As there, one 32-bit word holds two 16-bit
  *   tickets, `owner` in the low half and `next` in the high half: taking a
@@ -48,7 +49,11 @@ import { SITE } from './sites.js';
 export const LOCKW = {
   /** ticket: the ticket word (owner: low 16 bits, next: high 16 bits); tas: the lock word. */
   NEXT: 0,
-  /** Owner actor id + 1, 0 when free. */
+  /** rwlock: the qrwlock `cnts` word (reader count << 9 | _QW_WAITING | _QW_LOCKED), see rwlock.ts. */
+  CNTS: 0,
+  /** rwlock: the qrwlock's internal `wait_lock`, a ticket word as NEXT of a ticket lock. */
+  WAIT_LOCK: 1,
+  /** Owner actor id + 1, 0 when free (rwlock: the write owner; readers are in a region of their own). */
   OWNER: 2,
   /** Site the owner took it at (for reports). */
   OWNER_SITE: 3,
@@ -64,7 +69,10 @@ export const TICKET_MASK = 0xffff;
 
 /**
  * lock_stat-like per-call-site statistics sink (one per thread; the
- * orchestrator merges them at the end of a run).
+ * orchestrator merges them at the end of a run). A `site` here is a
+ * lock_stat row: the call site itself for an exclusive (spinlock, or rwlock
+ * write) acquisition, READ_ROW + the call site for an rwlock read one
+ * (locksites.ts).
  */
 export interface LockStatsSink {
   /**
@@ -90,31 +98,50 @@ export interface LockStatsSink {
   timed(site: number, waitNs: number, holdNs: number, holdWeight: number): void;
 }
 
+/**
+ * mmu_lock's interface. lock/unlock/tryLock/heldBy/owner are the exclusive
+ * side: spin_lock() of a spinlock, write_lock() of an rwlock. The read side
+ * (read_lock() and friends) shares the lock among readers on an rwlock
+ * (rwlock.ts); on a spinlock, as in a kernel without KVM_HAVE_MMU_RWLOCK
+ * where KVM_MMU_LOCK() is spin_lock() whichever side the caller meant, it is
+ * the exclusive side itself.
+ */
 export interface SpinLock {
   readonly base: number;
   lock(actor: Actor, site: number): void;
   unlock(actor: Actor): void;
-  /** read_lock(): for a spinlock (no read side) the lock itself. */
-  readLock(actor: Actor, site: number): void;
-  readUnlock(actor: Actor): void;
-  /** Whether `actor` holds the read side (a spinlock: holds the lock). */
-  readHeldBy(actor: Actor): boolean;
-  /** How many hold the read side now (a spinlock: 0). */
-  readers(): number;
-  /** Actor id of the owner, or -1. */
+  /** Actor id of the (write) owner, or -1. Readers are not owners: see readers(), readHolders(). */
   owner(): number;
   heldBy(actor: Actor): boolean;
+  /**
+   * read_lock(): take the read side at lock_stat site `site`, waiting while
+   * a writer holds or waits for the lock. Spinlocks: lock().
+   */
+  readLock(actor: Actor, site: number): void;
+  /** read_unlock(): release the read side `actor` holds (throws if it holds none). Spinlocks: unlock(). */
+  readUnlock(actor: Actor): void;
+  /** read_trylock(): take the read side only if no writer holds or waits; true if taken. Spinlocks: tryLock(). */
+  readTryLock(actor: Actor, site: number): boolean;
+  /** `actor` holds the read side now. Spinlocks: heldBy(). */
+  readHeldBy(actor: Actor): boolean;
+  /** How many actors hold the read side now (spinlocks: 0). Readable from any thread. */
+  readers(): number;
+  /** Actor ids of the read holders, ascending (spinlocks: none). Readable from any thread. */
+  readHolders(): number[];
+  /** The lock_stat site actor `actorId` took the read side at, or -1 when it holds none (spinlocks: -1). */
+  readSite(actorId: number): number;
   /**
    * arch_spin_trylock(): take the lock only if it is free now, without
    * waiting; true if taken. For a caller that must not wait (the
    * orchestrator's checks, which no scheduled actor would ever release for).
    */
   tryLock(actor: Actor, site: number): boolean;
-  /** Attribute the current hold to another call site (statistics only). */
+  /** Attribute `actor`'s current hold (of either side) to another call site (statistics only). */
   retag(actor: Actor, site: number): void;
   /**
-   * Run by unlock() while the lock is still held, before the release (null:
-   * none). mmu_lock's is the live break-before-make check (src/check/bbm.ts).
+   * Run by unlock() and readUnlock() while the lock is still held by
+   * `actor`, before the release (null: none). mmu_lock's is the live
+   * break-before-make check (src/check/bbm.ts), on the actor's own changes.
    */
   releaseHook: ((actor: Actor) => void) | null;
 }
@@ -131,14 +158,17 @@ const W_LAST_OWNER = LOCKW.LAST_OWNER;
 const W_WAITERS = LOCKW.WAITERS;
 
 function notOwner(lock: SpinLock, actor: Actor): Error {
-  return new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${lock.owner()})`);
+  const reading = lock.readers() > 0 && lock.readHeldBy(actor) ? ' (it holds the read side: readUnlock)' : '';
+  return new Error(`actor ${actor.id} unlocks a lock it does not hold (owner ${lock.owner()})${reading}`);
 }
 
 /**
- * What both lock kinds share: the owner word (for `lock-held` and the
- * watchdog), the statistics of a hold, and unlock around a kind's release.
+ * What every lock kind shares: the owner word (for `lock-held` and the
+ * watchdog), the statistics of an exclusive hold, and unlock around a
+ * kind's release. The read side defaults to the exclusive side (a
+ * spinlock's); RwLock (rwlock.ts) has its own.
  */
-abstract class OwnedLock implements SpinLock {
+export abstract class OwnedLock implements SpinLock {
   // The in-flight hold, for statistics. Fields of the lock object itself
   // (each thread builds its own lock objects over the shared words, and a
   // lock has one holder at a time), so that the fast path loads nothing
@@ -230,20 +260,31 @@ abstract class OwnedLock implements SpinLock {
     actor.sched.point(P_RELEASE);
   }
 
-  owner(): number {
-    return Atomics.load(this.m, this.base + W_OWNER) - 1;
-  }
+  /** No read side: read_lock() is spin_lock(). */
   readLock(actor: Actor, site: number): void {
     this.lock(actor, site);
   }
   readUnlock(actor: Actor): void {
     this.unlock(actor);
   }
+  readTryLock(actor: Actor, site: number): boolean {
+    return this.tryLock(actor, site);
+  }
   readHeldBy(actor: Actor): boolean {
     return this.heldBy(actor);
   }
   readers(): number {
     return 0;
+  }
+  readHolders(): number[] {
+    return [];
+  }
+  readSite(_actorId: number): number {
+    return -1;
+  }
+
+  owner(): number {
+    return Atomics.load(this.m, this.base + W_OWNER) - 1;
   }
   heldBy(actor: Actor): boolean {
     return Atomics.load(this.m, this.base + W_OWNER) === actor.id + 1;
