@@ -8,7 +8,7 @@
  * stands for would be.
  */
 import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
-import { BUG_NAMES } from '../src/profiles.js';
+import { BUG_NAMES, resolveProtocol } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
 
@@ -32,6 +32,11 @@ export interface RunOptions {
   backing: Backing;
   writePct: number;
   lock: LockKind;
+  /**
+   * Set when --lock chose another lock kind than the profile's (the arm64
+   * profiles from 5.18 take an rwlock, the older ones a spinlock): says so.
+   */
+  lockOverride: string | null;
   /** Run length: a duration in ms, or a number of guest accesses (all vCPUs together). */
   durationMs: number | null;
   ops: number | null;
@@ -97,6 +102,7 @@ export function defaultOptions(): RunOptions {
     backing: 'thp',
     writePct: 50,
     lock: 'ticket',
+    lockOverride: null,
     durationMs: null,
     ops: null,
     seed: 0,
@@ -361,8 +367,26 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
   }
   if (o.durationMs === null && o.ops === null) o.durationMs = DEFAULT_DURATION_MS;
   if (!given.has('--seed') && base.seed === 0) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
+  // The profile picks mmu_lock's kind unless --lock says otherwise.
+  if (!given.has('--lock') && o.lock === defaultOptions().lock) o.lock = profileLockKind(o.profile);
+  o.lockOverride = lockOverrideOf(o);
   validateModelConfig(toModelConfig(o), BUG_NAMES);
   return o;
+}
+
+/**
+ * The lock kind a profile's kernel has: an rwlock from 5.18 (the arm64
+ * profiles), the arm ticket spinlock before.
+ */
+export function profileLockKind(profile: ProfileName): LockKind {
+  return resolveProtocol(profile, []).mmuRwlock ? 'rwlock' : 'ticket';
+}
+
+/** What the report says when --lock overrode the profile's lock kind (null: it did not). */
+export function lockOverrideOf(o: RunOptions): string | null {
+  const own = profileLockKind(o.profile);
+  if (o.lock === own || (own === 'ticket' && o.lock === 'tas')) return null;
+  return `--lock ${o.lock} overrides profile ${o.profile}'s mmu_lock, which is ${own === 'rwlock' ? 'an rwlock (faults take the read side)' : 'a spinlock'}`;
 }
 
 export function toModelConfig(o: RunOptions): ModelConfig {
@@ -509,6 +533,7 @@ export function optionsFromReportConfig(config: unknown, extra: readonly string[
     throw new ConfigError('config.durationMs', 'report fields config.durationMs and config.ops are both null: one of them says how long the run was');
   }
   Object.assign(typed, overrides);
+  typed.lockOverride = lockOverrideOf(typed);
   const args = runArgsOf(typed, false);
   try {
     return parseRunArgs([...args, ...extra]);

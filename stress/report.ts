@@ -142,9 +142,15 @@ export function formatSummary(r: Report, so: SummaryOptions = {}): string {
   lines.push(
     `  accesses ${fmtNum(c.accesses)} (${fmtNum(c.accesses / secs)}/s), faults ${fmtNum(c.faults)} (${fmtNum(c.faults / secs)}/s, ${fmtNum(c.faultRetries)} retried), TLB hits ${fmtNum(c.tlbHits)}, flushes ${fmtNum(c.tlbFlushes)}`,
   );
+  if (o.lockOverride) lines.push(`  note: ${o.lockOverride}`);
   lines.push(
     `  maps: ${fmtNum(c.pteMaps)} PTE, ${fmtNum(c.blockMaps)} block, ${fmtNum(c.dissolves)} dissolved; dirty marked ${fmtNum(c.dirtyMarked)}, harvests ${fmtNum(c.harvests)}, pages copied ${fmtNum(c.pagesCopied)}`,
   );
+  if ((c.readSideFaults ?? 0) > 0 || (c.relaxes ?? 0) > 0) {
+    lines.push(
+      `  arm64 walker: ${fmtNum(c.readSideFaults ?? 0)} faults on the read side, ${fmtNum(c.relaxes ?? 0)} relaxes, ${fmtNum(c.lostRaces ?? 0)} lost races (-EAGAIN), ${fmtNum(c.blockSplits ?? 0)} block splits, ${fmtNum(c.rcuTablesFreed ?? 0)} tables freed after RCU grace periods, ${fmtNum(c.spuriousPermFaults ?? 0)} spurious permission faults`,
+    );
+  }
   lines.push(
     `  host: ${fmtNum(c.invalidations)} invalidations, ${fmtNum(c.changePte)} change_pte, ${fmtNum(c.hostMigrations)} migrations, ${fmtNum(c.ksmMerges)} KSM, ${fmtNum(c.cowBreaks)} CoW, ${fmtNum(c.thpSplits)}/${fmtNum(c.thpCollapses)} THP split/collapse, ${fmtNum(c.zaps)} zaps`,
   );

@@ -76,7 +76,7 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'break-without-tlbi': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3'] },
   'make-without-break': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3'] },
   // A table unlinked (a block back after logging) while another vCPU walks inside it.
-  'unlinked-free-no-grace': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3', '--guest-mem', '4M'] },
+  'unlinked-free-no-grace': { scenario: 'log-toggle', backing: 'thp', extra: ['--vcpus', '3', '--guest-mem', '4M'] },
   'relax-skips-tlbi': { scenario: 'migrate', backing: 'anon' },
   // 4 KiB entries cached beside the block that replaces their table.
   'table-break-flushes-ipa': { scenario: 'cancel', backing: 'thp', extra: ['--vcpus', '3', '--write-pct', '10'] },

@@ -271,8 +271,18 @@ export function bbmOnMmuUnlock(kvm: Kvm, actor: Actor): void {
   checkAtUnlock(kvm, actor, b);
 }
 
+/**
+ * The release being checked is of the read side (arm64, 6.2 on): other
+ * walkers change entries while the check compares TLBs with the tables, so
+ * a comparison counts only if no entry changed while it read them (else the
+ * other walker's own release check covers its change).
+ */
+let sharedCheck = false;
+let changesBefore = 0;
+
 function checkAtUnlock(kvm: Kvm, actor: Actor, b: number): void {
   const m = kvm.m;
+  sharedCheck = !kvm.mmuLock.heldBy(actor);
   const pending = m[b + H_PENDING];
   if (pending > BBM_PENDING) {
     kvm.violation(INV['break-before-make'], actor.id, BBM.PENDING_OVERFLOW, pending);
@@ -381,6 +391,7 @@ function readSlot(kvm: Kvm, v: number, slot: number, want: number): number {
 function compare(kvm: Kvm, actor: Actor, v: number, gfn: number, level: number, desc: number): void {
   leafFor(kvm, gfn, level);
   if (leaf.level < 0) return;
+  if (sharedCheck && Atomics.load(kvm.m, CTRL.S2_CHANGES) !== changesBefore) return;
   let reason = 0;
   if (leaf.level === 0) reason = STALE_NONE;
   else if (leaf.level !== level) reason = STALE_CONFLICT;
@@ -395,8 +406,10 @@ function checkTlbPage(kvm: Kvm, actor: Actor, gfn: number): void {
   for (let v = 0; v < L.vcpus; v++) {
     const vb = L.tlb + v * L.tlbWords;
     const ps = vb + (gfn & (L.tlbPageSlots - 1)) * 2;
+    changesBefore = Atomics.load(kvm.m, CTRL.S2_CHANGES);
     if (readSlot(kvm, v, ps, gfn + 1) === gfn + 1) compare(kvm, actor, v, gfn, LEVEL_PTE, out.desc);
     const bs = vb + L.tlbPageSlots * 2 + ((gfn >>> 9) & (L.tlbBlockSlots - 1)) * 2;
+    changesBefore = Atomics.load(kvm.m, CTRL.S2_CHANGES);
     if (readSlot(kvm, v, bs, (gfn >>> 9) + 1) === (gfn >>> 9) + 1) compare(kvm, actor, v, gfn & ~511, LEVEL_PMD, out.desc);
   }
 }
@@ -408,6 +421,7 @@ function checkTlbRange(kvm: Kvm, actor: Actor, lo: number, hi: number): void {
     const vb = L.tlb + v * L.tlbWords;
     for (let s = 0; s < L.tlbPageSlots + L.tlbBlockSlots; s++) {
       const slotAt = vb + s * 2;
+      changesBefore = Atomics.load(kvm.m, CTRL.S2_CHANGES);
       const t = readSlot(kvm, v, slotAt, 0);
       if (t === 0) continue;
       if (s < L.tlbPageSlots) {

@@ -496,6 +496,7 @@ const KBUG_TEXT: Record<number, string> = {
   [KBUG.TABLE_POOL_EMPTY]: 'table page pool exhausted (mmu_topup_memory_cache -ENOMEM)',
   [KBUG.LOCKED_STATE]: 'WARN_ON: an exclusive walker met a LOCKED entry, or stage2_make_pte() on an entry not LOCKED',
   [KBUG.SPLIT_LAST_LEVEL]: 'WARN_ON(ctx->level == KVM_PGTABLE_LAST_LEVEL): the map walker asked to split a page',
+  [KBUG.LOCKED_AT_UNLOCK]: 'mmu_lock released with a stage-2 entry still LOCKED by this walker (a break never followed by its make)',
 };
 
 const ERRNO_NAME: Record<number, string> = { [-12]: '-ENOMEM', [-14]: '-EFAULT' };
@@ -725,6 +726,8 @@ function describeTableUseAfterFree(kind: number, table: number, detail: number, 
       return `a stage-2 walk from gfn ${detail} started with kvm->arch.pgd NULL (the tables were freed while it waited for mmu_lock): it dereferences NULL + index`;
     case UAF.ENTER_FREED:
       return `a valid entry of table #${detail} points to table #${table}, which is free: the walk enters a freed page`;
+    case UAF.WRITE:
+      return `a stage-2 walk wrote entry ${detail} of table #${table}, which was freed since the walk entered it (the page is now ${now}${state === TABLE_FREE ? '' : ': freed and reused'})`;
     case UAF.FREE_NULL:
       return `kvm_free_stage2_pgd() frees kvm->arch.pgd after another thread freed table #${table} and set it to NULL (free_pages_exact(NULL))`;
     default:

@@ -6,12 +6,16 @@
  */
 import { type ModelConfig, RESCHED_GRANULE_DEFAULT } from '../config.js';
 import { PAGE_SIZE } from '../arch/stage2.js';
-import { type Layout, computeLayout, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
+import { type Layout, computeLayout, ACTOR, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
 import { type Protocol, resolveProtocol } from '../profiles.js';
 import { type SpinLock, TicketLock, type LockStatsSink, LOCKW, TICKET_MASK, TICKET_SHIFT } from '../sync/spinlock.js';
 import { createLock } from '../sync/locks.js';
 import type { Actor } from '../sync/actor.js';
 import { bbmOnMmuUnlock, bbmOnSlotsUnlock } from '../check/bbm.js';
+import { INV } from '../check/names.js';
+
+/** kernel-bug kind: mmu_lock's read side released with an entry still LOCKED (KBUG.LOCKED_AT_UNLOCK in pgtable.ts). */
+export const KBUG_LOCKED_AT_UNLOCK = 8;
 
 export const SHM_MAGIC = 0x53325354; // 'S2ST'
 
@@ -68,6 +72,13 @@ export class Kvm {
    * release hook).
    */
   mmuReadUnlock(actor: Actor): void {
+    // stage2_try_break_pte() .. stage2_make_pte() inside one critical section:
+    // an entry left LOCKED blocks every walker that meets it for ever.
+    const locked = Atomics.load(this.m, this.actorWord(actor.id, ACTOR.LOCKED_ENTRY));
+    if (locked !== 0) {
+      this.violation(INV['kernel-bug'], actor.id, KBUG_LOCKED_AT_UNLOCK, locked - 1, Atomics.load(this.m, locked - 1));
+      Atomics.store(this.m, this.actorWord(actor.id, ACTOR.LOCKED_ENTRY), 0);
+    }
     bbmOnMmuUnlock(this, actor);
     this.mmuLock.readUnlock(actor);
   }

@@ -32,6 +32,9 @@ import {
   descWritable,
   mkReadonly,
   mkTableDesc,
+  mkWrite,
+  pfnPte,
+  S2_MEMATTR_DEVICE,
   pgdIndex,
   pmdIndex,
   pmdIsBlock,
@@ -42,7 +45,7 @@ import type { Actor } from '../sync/actor.js';
 import { SITE } from '../sync/sites.js';
 import { LS } from '../sync/locksites.js';
 import { LOCKW } from '../sync/spinlock.js';
-import { CTRL, KVM_NR_MEM_OBJS } from '../shm/layout.js';
+import { ACTOR, CTRL, KVM_NR_MEM_OBJS } from '../shm/layout.js';
 import { CNT, EV, INV } from '../check/names.js';
 import { kvmFlushRemoteTlbs, kvmTlbFlushVmidIpa, kvmTlbFlushVmidIpaNsh } from './tlb.js';
 import { callRcuFreeTable, rcuReadLock, rcuReadUnlock } from '../sync/rcu.js';
@@ -78,6 +81,8 @@ export const KBUG = {
   LOCKED_STATE: 6,
   /** WARN_ON(ctx->level == KVM_PGTABLE_LAST_LEVEL): the map walker asked to split a page. */
   SPLIT_LAST_LEVEL: 7,
+  /** mmu_lock released by a walker with an entry still LOCKED (a break never made). */
+  LOCKED_AT_UNLOCK: 8,
 } as const;
 
 /** lock-held violation kinds (word `kind`). */
@@ -104,6 +109,8 @@ export const UAF = {
   ENTER_FREED: 5,
   /** free_pages_exact(kvm->arch.pgd) after another thread freed the tables and set it to NULL. */
   FREE_NULL: 6,
+  /** A walk wrote (compare-and-swap, make) an entry of a table page freed since it entered it. */
+  WRITE: 7,
 } as const;
 
 /** KVM_PHYS_SIZE in pages: the IPA space the root spans (512 entries of 1 GiB = 512 GiB in the model). */
@@ -321,6 +328,7 @@ export function s2Write(kvm: Kvm, actor: Actor, entry: number, desc: number): vo
   const lock = kvm.mmuLock;
   const held = lock.heldBy(actor);
   const old = Atomics.exchange(kvm.m, entry, desc);
+  Atomics.add(kvm.m, CTRL.S2_CHANGES, 1);
   if (!held) {
     // The read side allows one exclusive-style store: 5.18's relax path
     // (f783ef1c0e82), which only adds write permission to a valid leaf,
@@ -347,6 +355,7 @@ export function s2Cas(kvm: Kvm, actor: Actor, entry: number, old: number, desc: 
     kvm.violation(INV['lock-held'], actor.id, LOCK_HELD.UNLOCKED, entry, desc, lock.owner());
   }
   if (Atomics.compareExchange(kvm.m, entry, old, desc) !== old) return false;
+  Atomics.add(kvm.m, CTRL.S2_CHANGES, 1);
   if (descValid(old) || descValid(desc) || bbmPending(kvm, actor)) bbmOnWrite(kvm, actor, entry, old, desc);
   return true;
 }
@@ -367,6 +376,7 @@ function s2Make(kvm: Kvm, actor: Actor, entry: number, desc: number): void {
     kvm.violation(INV['lock-held'], actor.id, LOCK_HELD.MAKE_NOT_LOCKED, entry, desc, cur);
   }
   Atomics.store(kvm.m, entry, desc);
+  Atomics.add(kvm.m, CTRL.S2_CHANGES, 1);
   bbmOnWrite(kvm, actor, entry, cur, desc);
 }
 
@@ -502,6 +512,8 @@ function walkLevel(kvm: Kvm, actor: Actor, level: number, table: number, gen: nu
       // here is an entry left pointing to freed memory.
       const childGen = Atomics.load(m, L.tableGen + child);
       if (Atomics.load(m, L.tableState + child) === TABLE_FREE) return tableUseAfterFree(kvm, actor, UAF.ENTER_FREED, child, table, shared);
+      // A shared walker holds only rcu_read_lock() here: the child may be unlinked under it.
+      if (shared) actor.sched.point(SITE['pgtable.descend']);
       if (!walkLevel(kvm, actor, level + 1, child, childGen, gfn, childEnd, v, flags)) return false;
       if (v.tablePost) {
         const post = Atomics.load(m, entry);
@@ -890,9 +902,11 @@ export function stage2TryBreakPte(kvm: Kvm, actor: Actor, entry: number, old: nu
   const p = kvm.proto;
   if (descIsLocked(old)) {
     if (!shared) kvm.violation(INV['kernel-bug'], actor.id, KBUG.LOCKED_STATE, gfn, old, level);
+    actor.lockedSeen = entry;
     return false;
   }
   if (!stage2TrySetPte(kvm, actor, entry, old, p.sharedWalker ? KVM_INVALID_PTE_LOCKED : 0, shared)) return false;
+  if (p.sharedWalker) Atomics.store(kvm.m, kvm.actorWord(actor.id, ACTOR.LOCKED_ENTRY), entry + 1);
   if (!p.breakNoTlbi) {
     if (level < LEVEL_PTE && descIsTable(old)) {
       if (p.tableBreakFlushesIpa) kvmTlbFlushVmidIpa(kvm, actor, gfn);
@@ -915,6 +929,7 @@ export function stage2MakePte(kvm: Kvm, actor: Actor, entry: number, desc: numbe
   if (kvm.proto.sharedWalker) {
     actor.sched.point(SITE['pgtable.locked']);
     s2Make(kvm, actor, entry, desc);
+    Atomics.store(kvm.m, kvm.actorWord(actor.id, ACTOR.LOCKED_ENTRY), 0);
   } else {
     s2Write(kvm, actor, entry, desc);
   }
@@ -956,8 +971,15 @@ function stage2FreeUnlinkedTable(kvm: Kvm, actor: Actor, child: number): void {
  * lost a race; else break, then make.
  */
 function mapTryLeaf(kvm: Kvm, actor: Actor, level: number, entry: number, old: number, gfn: number): number {
-  if (level !== md.level) return E2BIG;
-  const desc = md.desc;
+  // stage2_leaf_mapping_allowed(): the map's own level, or a finer one
+  // inside its range (a table another walker installed under a block map:
+  // the walk descends and maps each page, at the phys offset of its address).
+  if (level < md.level) return E2BIG;
+  let desc = md.desc;
+  if (level > md.level) {
+    desc = pfnPte(descOa(md.desc) + (gfn - md.gfn), (md.desc & S2_MEMATTR_DEVICE) !== 0);
+    if (descWritable(md.desc)) desc = mkWrite(desc);
+  }
   if (descValid(old) && ((old ^ desc) & ~S2_PERMS) === 0) return EAGAIN;
   const p = kvm.proto;
   if (p.makeWithoutBreak && descValid(old)) {
@@ -981,21 +1003,23 @@ function mapTryLeaf(kvm: Kvm, actor: Actor, level: number, entry: number, old: n
 /** stage2_map_walker(): TABLE_PRE (table to block) and LEAF (new level, block to table, the leaf). */
 const mapVisitor: S2Visitor = {
   // stage2_map_walk_table_pre()
-  tablePre(kvm, actor, level, entry, desc, gfn) {
-    if (level !== md.level) return true; // !stage2_leaf_mapping_allowed(): descend
+  tablePre(kvm, actor, level, entry, desc, gfn, table, gen) {
+    if (level < md.level) return true; // !stage2_leaf_mapping_allowed(): descend
     const ret = mapTryLeaf(kvm, actor, level, entry, desc, gfn);
     if (ret !== 0) {
       md.ret = ret;
       return false;
     }
+    if (!wroteInEntered(kvm, actor, table, gen, entry, md.shared)) return false;
     stage2FreeUnlinkedTable(kvm, actor, descOa(desc));
     return true;
   },
   // stage2_map_walk_leaf()
-  leaf(kvm, actor, level, entry, desc, gfn) {
+  leaf(kvm, actor, level, entry, desc, gfn, table, gen) {
     const ret = mapTryLeaf(kvm, actor, level, entry, desc, gfn);
     if (ret !== E2BIG) {
       md.ret = ret;
+      if (ret === 0 && !wroteInEntered(kvm, actor, table, gen, entry, md.shared)) return false;
       return ret === 0;
     }
     if (level === LEVEL_PTE) {
@@ -1018,6 +1042,7 @@ const mapVisitor: S2Visitor = {
     // If we've run into an existing block mapping then replace it with a
     // table; accesses beyond the fault within the new table are mapped lazily.
     stage2MakePte(kvm, actor, entry, mkTableDesc(child));
+    if (!wroteInEntered(kvm, actor, table, gen, entry, md.shared)) return false;
     if (descValid(desc)) {
       kvm.count(actor, CNT.blockSplits);
       kvm.trace(actor, EV.split, levelBase(gfn, level), descOa(desc));
@@ -1051,12 +1076,24 @@ export function kvmPgtableStage2Map(kvm: Kvm, actor: Actor, gfn: number, level: 
   return ret;
 }
 
+/**
+ * After a walker wrote an entry: the table page is still the one it entered
+ * (a shared walker's page may only be freed after an RCU grace period), else
+ * the write landed in freed memory (`rcu-use-after-free` for a shared walk).
+ */
+function wroteInEntered(kvm: Kvm, actor: Actor, table: number, gen: number, entry: number, shared: boolean): boolean {
+  if (Atomics.load(kvm.m, kvm.layout.tableGen + table) === gen) return true;
+  md.ret = EINVAL;
+  return tableUseAfterFree(kvm, actor, UAF.WRITE, table, entry - entryIndex(kvm, table, 0), shared);
+}
+
 const rd = { shared: false, level: 0, ret: 0 };
 
 /** stage2_attr_walker() as the relax path uses it: set write permission (and the access flag) on the leaf. */
 const relaxVisitor: S2Visitor = {
-  leaf(kvm, actor, level, entry, old) {
+  leaf(kvm, actor, level, entry, old, _gfn, table, gen) {
     if (!descValid(old)) {
+      if (descIsLocked(old)) actor.lockedSeen = entry;
       // 6.2 on, KVM_PGTABLE_WALK_HANDLE_FAULT: -EAGAIN on an invalid or
       // LOCKED entry; 5.18's walker skips it (0).
       rd.ret = kvm.proto.sharedWalker ? EAGAIN : 0;
@@ -1064,9 +1101,15 @@ const relaxVisitor: S2Visitor = {
     }
     rd.level = level;
     const desc = old | S2_S2AP_WRITE | S2_AF;
-    if (desc !== old && !stage2TrySetPte(kvm, actor, entry, old, desc, rd.shared)) {
-      rd.ret = EAGAIN;
-      return false;
+    if (desc !== old) {
+      if (!stage2TrySetPte(kvm, actor, entry, old, desc, rd.shared)) {
+        rd.ret = EAGAIN;
+        return false;
+      }
+      if (!wroteInEntered(kvm, actor, table, gen, entry, rd.shared)) {
+        rd.ret = EINVAL;
+        return false;
+      }
     }
     rd.ret = 0;
     return true;

@@ -14,7 +14,7 @@ import type { Actor } from '../sync/actor.js';
 import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
-import { LEVEL_PMD, LEVEL_PTE, descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
+import { KVM_INVALID_PTE_LOCKED, LEVEL_PMD, LEVEL_PTE, descIsTable, descOa, descValid, descWritable, pgdIndex, pmdIndex, pmdIsBlock, pteIndex } from '../arch/stage2.js';
 import { s2Lookup } from './pgtable.js';
 import { TLB_BASE_MASK, TLB_S2_ONLY_ONE_IN, tlbBlockSlot, tlbFill, tlbLocalInvalidate, tlbPageSlot, tlbTagLive } from './tlb.js';
 import { FAULT_RETRY, kvmHandleGuestAbort } from './mmu.js';
@@ -160,13 +160,24 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     // A permission fault on an entry the tables already make writable: the
     // TLB kept the read-only one (a lost relax race on 6.5, for one).
     if (permFault && write && descWritable(leafBefore)) kvm.count(vcpu, CNT.spuriousPermFaults);
+    vcpu.lockedSeen = -1;
     kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault, level);
     if (Atomics.load(m, CTRL.END) !== 0) return ACCESS_ABORTED;
     // No usable memslot (being deleted: KVM_MEMSLOT_INVALID, or gone): for
     // the kernel an MMIO exit to userspace, which runs the vCPU again until
     // the memslot transaction is over; that wait is not a livelock.
     const noSlot = gfnToMemslot(kvm, gfn) < 0;
-    if (noSlot || Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ) !== seqBefore || s2Leaf(kvm, gfn) !== leafBefore) stalled = 0;
+    // A fault that met an entry another walker holds LOCKED (arm64, 6.2 on)
+    // ended -EAGAIN: the guest re-executes and faults until the owner makes
+    // the entry. Wait for that instead of spinning through faults (the owner
+    // may be descheduled for a while; in sim mode the scheduler then runs
+    // it): not a stall. An entry left LOCKED for ever blocks the vCPU, which
+    // the watchdog reports.
+    const locked = vcpu.lockedSeen;
+    if (locked >= 0) {
+      while (Atomics.load(m, locked) === KVM_INVALID_PTE_LOCKED && Atomics.load(m, CTRL.END) === 0) sched.waitWhile(locked, KVM_INVALID_PTE_LOCKED, SITE['fault.retry']);
+      stalled = 0;
+    } else if (noSlot || Atomics.load(m, CTRL.MMU_NOTIFIER_SEQ) !== seqBefore || s2Leaf(kvm, gfn) !== leafBefore) stalled = 0;
     else stalled++;
     if (stalled >= MAX_FAULTS_PER_ACCESS || faults + 1 >= MAX_FAULTS_PER_ACCESS_TOTAL) {
       reportLivelock(kvm, vcpu, gfn, write, stalled, faults + 1);

@@ -105,6 +105,12 @@ export const CTRL = {
   RCU_HEAD: 29,
   RCU_MID: 30,
   RCU_TAIL: 31,
+  /**
+   * Bumped at every stage-2 entry write: a check that compares TLBs with the
+   * tables while other walkers run (a read-side critical section's release)
+   * knows the tables moved under it.
+   */
+  S2_CHANGES: 32,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;
@@ -329,4 +335,6 @@ export const ACTOR = {
    * operation. Hints only, for aiming at pages in use (src/actors).
    */
   TARGET_GFN: 6,
+  /** The stage-2 entry (word index + 1) this walker LOCKED and has not made yet (arm64 6.2 on), 0 for none. */
+  LOCKED_ENTRY: 7,
 } as const;

@@ -18,6 +18,8 @@ export class Actor {
   srcuDepth = 0;
   /** Number of this actor's last RCU read section (src/sync/rcu.ts). */
   rcuSection = 0;
+  /** A stage-2 entry (word index) a fault of this vCPU found LOCKED by another walker, or -1 (the fault then waits for it). */
+  lockedSeen = -1;
   /** Out-parameter of kvmHandleGuestAbort(): what user_mem_abort() returned (0, FAULT_RETRY or -errno). */
   faultResult = 0;
   constructor(

@@ -47,6 +47,8 @@ export const SITE_NAMES = [
   'rcu.read',
   /** An RCU callback freeing an unlinked table page after its grace period. */
   'rcu.callback',
+  /** A shared walker entered a child table (read its pointer) and is about to read its entries: the RCU window. */
+  'pgtable.descend',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
@@ -113,6 +115,7 @@ const PREEMPT_EVERY: Partial<Record<SiteName, number>> = {
   'pgtable.locked': 4,
   'rcu.read': 64,
   'rcu.callback': 8,
+  'pgtable.descend': 4,
 };
 
 /** Preemption odds per site: one in SITE_PREEMPT_EVERY[site]. */
