@@ -89,8 +89,13 @@ export class ScriptedWait implements Sched {
   waits = 0;
   /** The words of the scripted waits, in order. */
   readonly waitedOn: number[] = [];
+  /** Scheduling points passed: a lock that spins on points instead of waiting would hang the one thread. */
+  private points = 0;
   constructor(private readonly m: Int32Array) {}
-  point(_site: number): void {}
+  point(_site: number): void {
+    if (++this.points > ScriptedWait.MAX_POINTS) throw new Error(`${ScriptedWait.MAX_POINTS} scheduling points without a wait: spinning (a single-threaded test would hang)`);
+  }
+  static readonly MAX_POINTS = 1_000_000;
   idle(_ms: number): void {}
   waitWhile(index: number, value: number, _site: number): void {
     if (Atomics.load(this.m, index) !== value) return;
