@@ -1,9 +1,10 @@
 /**
  * Micro benchmarks (tinybench), each a ratio measured side by side in one
  * run (DESIGN.md section 7):
- * - mmu_lock acquire+release, uncontended, per lock kind, statistics off /
- *   on (sampled holds, the default) / on (every hold timed), against a bare
- *   compare-exchange + store pair;
+ * - mmu_lock acquire+release, uncontended, per lock kind (the rwlock's write
+ *   side and read side each), statistics off / on (sampled holds, the
+ *   default) / on (every hold timed), against a bare compare-exchange +
+ *   store pair;
  * - a TLB-hit guest access (read and write) against the bare Atomics it
  *   performs;
  * - the 4 KiB fault path, single-threaded, logging on: faults per second.
@@ -21,7 +22,7 @@ import type { Kvm } from '../src/kvm/kvm.js';
 import { Actor } from '../src/sync/actor.js';
 import { FreeSched } from '../src/sync/sched.js';
 import { LOCK_WORDS, ACTOR } from '../src/shm/layout.js';
-import { TasLock, TicketLock } from '../src/sync/spinlock.js';
+import { createLock } from '../src/sync/locks.js';
 import { LockStats, DEFAULT_HOLD_SAMPLE } from '../src/sync/lockstat.js';
 import { LS } from '../src/sync/locksites.js';
 import { guestAccess } from '../src/kvm/vcpu.js';
@@ -103,16 +104,29 @@ export const BARE_PAIR = 'bare compareExchange + store';
 export type LockStatsMode = 'off' | 'sampled' | 'every';
 export interface LockConfig {
   kind: LockKind;
+  /** rwlock: which side is taken (write_lock/write_unlock or read_lock/read_unlock); the spinlocks have one. */
+  side?: 'write' | 'read';
   statistics: LockStatsMode;
+}
+
+/** "ticket", "rwlock write", "rwlock read". */
+export function lockLabel(c: LockSubject): string {
+  return c.side ? `${c.kind} ${c.side}` : c.kind;
 }
 
 export function lockConfigName(c: LockConfig): string {
   const st = c.statistics === 'off' ? 'statistics off' : c.statistics === 'sampled' ? `statistics on (holds sampled 1/${DEFAULT_HOLD_SAMPLE})` : 'statistics on (every hold timed)';
-  return `${c.kind}, ${st}`;
+  return `${lockLabel(c)}, ${st}`;
 }
 
-/** The configurations measured: each kind with statistics off, sampled (a run's default) and timing every hold. */
-export const LOCK_CONFIGS: LockConfig[] = LOCK_KINDS.flatMap((kind) => (['off', 'sampled', 'every'] as const).map((statistics) => ({ kind, statistics })));
+/** What is measured: each spinlock kind, and each side of the rwlock. */
+export type LockSubject = { kind: LockKind; side?: 'write' | 'read' };
+export const LOCK_SUBJECTS: LockSubject[] = LOCK_KINDS.flatMap((kind): LockSubject[] =>
+  kind === 'rwlock' ? (['write', 'read'] as const).map((side) => ({ kind, side })) : [{ kind }],
+);
+
+/** The configurations measured: each subject with statistics off, sampled (a run's default) and timing every hold. */
+export const LOCK_CONFIGS: LockConfig[] = LOCK_SUBJECTS.flatMap((subject) => (['off', 'sampled', 'every'] as const).map((statistics) => ({ ...subject, statistics })));
 
 function bareTask(): MicroTask {
   const w = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
@@ -129,22 +143,29 @@ function bareTask(): MicroTask {
 }
 
 function lockTask(c: LockConfig): MicroTask {
-  const m = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
+  // The lock block, then an rwlock's readers region (one actor).
+  const m = new Int32Array(new SharedArrayBuffer((LOCK_WORDS + 1) * 4));
   const stats = c.statistics === 'off' ? null : new LockStats(c.statistics === 'every' ? 1 : DEFAULT_HOLD_SAMPLE, 1);
-  const lock = c.kind === 'tas' ? new TasLock(m, 0, stats) : new TicketLock(m, 0, stats);
+  const lock = createLock(c.kind, m, 0, stats, { base: LOCK_WORDS, n: 1 });
   const actor = new Actor(0, new FreeSched(m));
   const site = LS.fault;
-  return {
-    name: lockConfigName(c),
-    ops: LOCK_OPS,
-    fn: () => {
-      for (let i = 0; i < LOCK_OPS; i++) {
-        lock.lock(actor, site);
-        lock.unlock(actor);
-      }
-      if (lock.owner() !== -1) throw new Error('lock bench: the lock is still held');
-    },
-  };
+  const fn =
+    c.side === 'read'
+      ? () => {
+          for (let i = 0; i < LOCK_OPS; i++) {
+            lock.readLock(actor, site);
+            lock.readUnlock(actor);
+          }
+          if (lock.readers() !== 0) throw new Error('lock bench: the read side is still held');
+        }
+      : () => {
+          for (let i = 0; i < LOCK_OPS; i++) {
+            lock.lock(actor, site);
+            lock.unlock(actor);
+          }
+          if (lock.owner() !== -1) throw new Error('lock bench: the lock is still held');
+        };
+  return { name: lockConfigName(c), ops: LOCK_OPS, fn };
 }
 
 /**

@@ -178,7 +178,7 @@ const REPEATABLE = new Set(['--bug']);
 
 export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]...
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
-             [--write-pct P] [--lock ticket|tas] [--duration TIME | --ops N] [--seed N]
+             [--write-pct P] [--lock ticket|tas|rwlock] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
              [--resched-granule SIZE]

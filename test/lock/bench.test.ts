@@ -21,7 +21,8 @@ describe('s2stress bench --quick', () => {
     const json = join(mkdtempSync(join(tmpdir(), 's2bench-')), 'bench.json');
     const out: string[] = [];
     const err: string[] = [];
-    const code = await main(['bench', '--quick', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--seed', '3', '--json', json], {
+    // The spinlocks' scaling points only (the rwlock's would add ~10 s; its threads-mode runs are tested in rwlock.test.ts).
+    const code = await main(['bench', '--quick', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--lock', 'ticket,tas', '--seed', '3', '--json', json], {
       out: (s) => out.push(s),
       err: (s) => err.push(s),
     });
@@ -34,6 +35,10 @@ describe('s2stress bench --quick', () => {
     const r = JSON.parse(readFileSync(json, 'utf8'));
     expect(Object.keys(r.machine).sort()).toEqual(['cpuModel', 'date', 'loadavgEnd', 'loadavgStart', 'node', 'nproc', 'platform']);
     expect(r.lock.rows.find((x: { name: string }) => x.name.startsWith('ticket, statistics on')).ratio).toBeGreaterThan(0);
+    // the rwlock's two sides, side by side with the spinlocks
+    for (const side of ['write', 'read']) {
+      expect(r.lock.rows.filter((x: { name: string; ratio: number }) => x.name.startsWith(`rwlock ${side}, `) && x.ratio > 0), side).toHaveLength(3);
+    }
     expect(r.tlb.rows.filter((x: { ratio: number | null }) => x.ratio !== null)).toHaveLength(2);
     expect(r.fault.rows.every((x: { faultsPerSec: number }) => x.faultsPerSec > 0)).toBe(true);
     expect(r.scaling.points.map((p: { lock: string; vcpus: number }) => `${p.lock}/${p.vcpus}`)).toEqual(['ticket/1', 'ticket/2', 'tas/1', 'tas/2']);
@@ -57,6 +62,17 @@ describe('s2stress bench --quick', () => {
     const [c, d] = bootstrapMedianCi(many);
     expect(d - c, `seed 7: ${d - c} vs ${b - a}`).toBeLessThan(b - a);
     expect(c < 1 && d > 1, `seed 7: the true median 1 in [${c}, ${d}]`).toBe(true);
+  });
+
+  it('--lock takes a kind, all, or a comma list of kinds; anything else is exit code 2, naming the flag', async () => {
+    const { parseBenchArgs } = await import('../../bench/run.js');
+    expect(parseBenchArgs(['--lock', 'rwlock']).locks).toEqual(['rwlock']);
+    expect(parseBenchArgs(['--lock', 'tas,rwlock']).locks).toEqual(['tas', 'rwlock']);
+    expect(parseBenchArgs([]).locks).toEqual(['ticket', 'tas', 'rwlock']);
+    const err: string[] = [];
+    const code = await main(['bench', '--lock', 'ticket,mcs'], { out: () => {}, err: (s) => err.push(s) });
+    expect(code).toBe(2);
+    expect(err.join('\n')).toMatch(/--lock takes one of ticket\|tas\|rwlock\|all or a comma list of kinds, got 'mcs'/);
   });
 
   it('rejects an unknown flag with exit code 2, naming it', async () => {

@@ -1,15 +1,16 @@
 /**
- * The two lock kinds under real worker threads: mutual exclusion, and the
- * ticket lock's FIFO order. Needs `npm run build` (the workers load dist/).
+ * Every lock kind under real worker threads: mutual exclusion (an rwlock's
+ * write side here; its read side in rwlock.test.ts), and the ticket lock's
+ * FIFO order. Needs `npm run build` (the workers load dist/).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_KINDS } from '../../src/config.js';
-import { TicketLock, TasLock, LOCKW, TICKET_SHIFT, TICKET_MASK } from '../../src/sync/spinlock.js';
+import { TicketLock, LOCKW, TICKET_SHIFT, TICKET_MASK } from '../../src/sync/spinlock.js';
 import { Actor } from '../../src/sync/actor.js';
 import { FreeSched, SPINS_LONG, SPINS_SHORT, spinsFor } from '../../src/sync/sched.js';
 import { mergeLockStats, type LockStatsSnapshot } from '../../src/sync/lockstat.js';
 import { LOCK_SITE_NAMES } from '../../src/sync/locksites.js';
-import { requireBuild, spawn, SHARED_WORDS, W, waitAtLeast } from './support.js';
+import { makeTestLock, requireBuild, spawn, SHARED_WORDS, W, waitAtLeast } from './support.js';
 
 beforeAll(requireBuild);
 
@@ -30,9 +31,13 @@ describe('mutual exclusion under worker threads', () => {
         if (kind === 'ticket') {
           const word = Atomics.load(m, LOCKW.NEXT);
           expect(word >>> TICKET_SHIFT).toBe(word & TICKET_MASK); // every ticket served
-        } else {
+        } else if (kind === 'tas') {
           expect(Atomics.load(m, LOCKW.NEXT)).toBe(0);
           expect(Atomics.load(m, LOCKW.WAITERS)).toBe(0);
+        } else {
+          expect(Atomics.load(m, LOCKW.CNTS)).toBe(0); // no reader, no writer, nobody waiting
+          const wl = Atomics.load(m, LOCKW.WAIT_LOCK);
+          expect(wl >>> TICKET_SHIFT).toBe(wl & TICKET_MASK); // the queue is empty
         }
         if (stats) {
           // Worker i takes the lock at site i % 3: the counts add up per site.
@@ -96,7 +101,7 @@ describe('tryLock', () => {
       const m = new Int32Array(new SharedArrayBuffer(SHARED_WORDS * 4));
       const a = new Actor(0, new FreeSched(m));
       const b = new Actor(1, new FreeSched(m));
-      const lock = kind === 'tas' ? new TasLock(m, 0) : new TicketLock(m, 0);
+      const lock = makeTestLock(kind, m);
       expect(lock.tryLock(a, 0)).toBe(true);
       expect(lock.heldBy(a)).toBe(true);
       expect(lock.tryLock(b, 0)).toBe(false);
@@ -120,13 +125,13 @@ describe('waiting', () => {
   });
 });
 
-describe('both kinds', () => {
+describe('every kind', () => {
   for (const kind of LOCK_KINDS) {
     it(`${kind}: unlock by an actor that does not hold the lock throws, and owner()/heldBy() follow the holder`, () => {
       const m = new Int32Array(new SharedArrayBuffer(SHARED_WORDS * 4));
       const sched = new FreeSched(m);
       const [a, b] = [new Actor(3, sched), new Actor(4, sched)];
-      const lock = kind === 'tas' ? new TasLock(m, 0) : new TicketLock(m, 0);
+      const lock = makeTestLock(kind, m);
       expect(lock.owner()).toBe(-1);
       lock.lock(a, 5);
       expect([lock.owner(), lock.heldBy(a), lock.heldBy(b), m[LOCKW.OWNER_SITE]]).toEqual([3, true, false, 5]);

@@ -5,7 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LOCK_KINDS } from '../../src/config.js';
-import { TicketLock, TasLock, type SpinLock } from '../../src/sync/spinlock.js';
+import { TicketLock, type SpinLock } from '../../src/sync/spinlock.js';
 import { Actor } from '../../src/sync/actor.js';
 import { FreeSched } from '../../src/sync/sched.js';
 import { EXACT_FIRST_HOLDS, LockStats, mergeLockStats, type LockStatsSnapshot } from '../../src/sync/lockstat.js';
@@ -13,10 +13,11 @@ import { LS } from '../../src/sync/locksites.js';
 import { makeWorld, wval } from '../helpers.js';
 import { guestAccess } from '../../src/kvm/vcpu.js';
 import { kvmEnableDirtyLogging } from '../../src/kvm/memslot.js';
-import { busy, requireBuild, ScriptedWait, SHARED_WORDS, spawn } from './support.js';
+import { busy, makeTestLock, requireBuild, ScriptedWait, SHARED_WORDS, spawn } from './support.js';
+import type { LockKind } from '../../src/config.js';
 
-function lockOf(kind: string, m: Int32Array, stats: LockStats | null): SpinLock {
-  return kind === 'tas' ? new TasLock(m, 0, stats) : new TicketLock(m, 0, stats);
+function lockOf(kind: LockKind, m: Int32Array, stats: LockStats | null): SpinLock {
+  return makeTestLock(kind, m, stats);
 }
 
 describe('statistics on a constructed case', () => {

@@ -4,13 +4,14 @@ import { Worker } from 'node:worker_threads';
 import { expect } from 'vitest';
 import type { Sched } from '../../src/sync/sched.js';
 import type { LockKind, ProfileName } from '../../src/config.js';
+import type { LockStatsSink, SpinLock } from '../../src/sync/spinlock.js';
+import { createLock } from '../../src/sync/locks.js';
 import { runThreads } from '../../stress/run.js';
 import { defaultOptions } from '../../stress/options.js';
 import type { Report } from '../../stress/report.js';
 
 const WORKER = new URL('./worker.mjs', import.meta.url);
 
-/** Shared words used by worker.mjs (after the lock block at 0..7). */
 /**
  * The profiles the lock tests run under: the lock's correctness does not
  * depend on the protocol version, so one of each kind of entry update is
@@ -18,8 +19,36 @@ const WORKER = new URL('./worker.mjs', import.meta.url);
  */
 export const LOCK_TEST_PROFILES: readonly ProfileName[] = ['v14', '4.0', 'fixed'];
 
-export const W = { BARRIER: 8, INSIDE: 9, OVERLAPS: 10, COUNTER: 11, LOG_LEN: 12, GO: 16, LOG: 64 } as const;
+/** Shared words used by worker.mjs (after the lock block at 0..7; READERS: an rwlock's read holders, READERS_N actors). */
+export const W = {
+  BARRIER: 8,
+  INSIDE: 9,
+  OVERLAPS: 10,
+  COUNTER: 11,
+  LOG_LEN: 12,
+  GO: 16,
+  R_IN: 32,
+  W_IN: 33,
+  DATA_A: 35,
+  DATA_B: 36,
+  TORN: 37,
+  BARRIER2: 38,
+  BARRIER3: 39,
+  WLOG: 40,
+  LOG: 64,
+  READERS: 192,
+} as const;
+export const READERS_N = 64;
 export const SHARED_WORDS = 256;
+/** Words of the sim-mode jobs of worker.mjs (the first 64 are the scheduler's control words, CTRL). */
+export const SIMW = { LOCK: 64, READERS: 72, HANG: 96, FLAG: 97, R_IN: 98, W_IN: 99, DATA_A: 101, DATA_B: 102, TORN: 103, COUNTER: 104, OVERLAPS: 105 } as const;
+export const SIM_READERS_N = 16;
+export const SIM_WORDS = 128;
+
+/** A lock of any kind over the test words: the lock block at 0, an rwlock's readers at W.READERS. */
+export function makeTestLock(kind: LockKind, m: Int32Array, stats: LockStatsSink | null = null): SpinLock {
+  return createLock(kind, m, 0, stats, { base: W.READERS, n: READERS_N });
+}
 
 export function requireBuild(): void {
   if (!existsSync(new URL('../../dist/src/sync/spinlock.js', import.meta.url))) {
@@ -58,12 +87,20 @@ export function waitAtLeast(m: Int32Array, index: number, value: number, timeout
 export class ScriptedWait implements Sched {
   onWait: (() => void) | null = null;
   waits = 0;
+  /** The words of the scripted waits, in order. */
+  readonly waitedOn: number[] = [];
+  /** Scheduling points passed: a lock that spins on points instead of waiting would hang the one thread. */
+  private points = 0;
   constructor(private readonly m: Int32Array) {}
-  point(_site: number): void {}
+  point(_site: number): void {
+    if (++this.points > ScriptedWait.MAX_POINTS) throw new Error(`${ScriptedWait.MAX_POINTS} scheduling points without a wait: spinning (a single-threaded test would hang)`);
+  }
+  static readonly MAX_POINTS = 1_000_000;
   idle(_ms: number): void {}
   waitWhile(index: number, value: number, _site: number): void {
     if (Atomics.load(this.m, index) !== value) return;
     this.waits++;
+    this.waitedOn.push(index);
     if (!this.onWait) throw new Error(`unscripted wait on word ${index}: a single-threaded test would hang`);
     const f = this.onWait;
     this.onWait = null;
