@@ -7,7 +7,7 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
-import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES, resolveProtocol } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -187,7 +187,8 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
 
 /** What each run flag accepts (s2stress run --help). */
 export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stress list scenarios names and describes each)
-  --profile NAME         ${PROFILES.join('|')} (default fixed; s2stress list profiles)
+  --profile NAME         a kernel version, ${PROFILES[0]} to ${KERNEL_PROFILES[KERNEL_PROFILES.length - 1]}, or v15|fixed|modern (default fixed;
+                         s2stress list profiles); the arm64 profiles from 5.18 take an rwlock mmu_lock
   --arch ARCH            TLB semantics: ${ARCHS.join('|')} (default: the architecture the profile ran on)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)
   --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)

@@ -1033,6 +1033,19 @@ const mapVisitor: S2Visitor = {
     }
     const child = mmuMemoryCacheAlloc(kvm, actor);
     setTableInfo(kvm, child, levelBase(gfn, level), level + 1);
+    if (kvm.proto.makeWithoutBreak && descValid(desc)) {
+      // The bug: the block replaced by the table in one compare-and-swap.
+      getTablePage(kvm, tableOf(kvm, entry));
+      if (!stage2TrySetPte(kvm, actor, entry, desc, mkTableDesc(child), md.shared)) {
+        putTablePage(kvm, actor, tableOf(kvm, entry));
+        freeTable(kvm, actor, child);
+        md.ret = EAGAIN;
+        return false;
+      }
+      putTablePage(kvm, actor, tableOf(kvm, entry)); // the block's count goes, the table's stays
+      md.ret = 0;
+      return true;
+    }
     if (!stage2TryBreakPte(kvm, actor, entry, desc, gfn, level, md.shared)) {
       // mm_ops->put_page(childp); the lost-race-leaks-table bug forgets it.
       if (!kvm.proto.lostRaceLeaksTable) freeTable(kvm, actor, child);

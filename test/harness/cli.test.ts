@@ -47,7 +47,7 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
     ['seed too large', ['run', '--seed', '4294967296'], /--seed must be a whole number from 0 to 4294967295/],
     ['exponent for a number', ['run', '--chaos', '1e-1'], /--chaos takes a number from 0 to 1, got '1e-1'/],
     ['number out of range', ['run', '--write-pct', '101'], /--write-pct takes a number from 0 to 100/],
-    ['not one of', ['run', '--profile', 'v16'], /--profile must be one of v14\|4\.0\|.*\|5\.1\|v15\|fixed, got 'v16'/],
+    ['not one of', ['run', '--profile', 'v16'], /--profile must be one of v14\|4\.0\|.*\|5\.1\|5\.18-rc\|.*\|6\.10\|v15\|fixed\|modern, got 'v16'/],
     ['unknown bug', ['run', '--bug', 'nope'], /--bug 'nope' is not a known defect; known: no-tlbi-on-dissolve/],
     ['unknown scenario', ['run', '--scenario', 'nope'], /--scenario must be one of mixed\|migrate\|cancel/],
     ['a flag is not a value', ['run', '--json', '--quiet'], /--json needs a value, got the flag '--quiet'/],
