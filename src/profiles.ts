@@ -98,17 +98,18 @@ export const PROFILE_FINDS: Readonly<Record<KernelProfile, { kernel: string; fin
     kernel: 'Linux 5.18-rc',
     finds: 'a block split by a write fault while logging under the read side of mmu_lock (lock-held: an exclusive write under the read side; two splitters at once also table-conservation, break-before-make); fixed by f587661f21eb (5.18)',
   },
-  '5.18': { kernel: 'Linux 5.18', finds: 'the change_pte window of 6.2' },
-  '6.2': {
-    kernel: 'Linux 6.2',
-    finds: 'a window nobody named (not confirmed upstream): change_pte (kvm_set_spte_gfn -> kvm_pgtable_stage2_map) creates a stage-2 PTE for the page a CoW installs while a MADV_DONTNEED zap of the same page is between its invalidate_range_start and its PTE clear; the zap then frees that page, and the next write fault relaxes the stale entry (frame-use-after-free, stage2-host-coherent). Gone with .change_pte() (6.10)',
+  '5.18': {
+    kernel: 'Linux 5.18',
+    finds:
+      'two windows nobody named (README, "The arm64 design"): a write-permission fault handled after its 4 KiB entry became a block relaxes the block while logging (no-block-while-logging); change_pte maps the page a CoW installs while a MADV_DONTNEED zap of it is in progress, and the zap frees it (frame-use-after-free, stage2-host-coherent)',
   },
+  '6.2': { kernel: 'Linux 6.2', finds: 'as 5.18, with the shared walker and RCU-freed tables clean' },
   '6.5': {
     kernel: 'Linux 6.5',
-    finds: 'no violation: a vCPU that lost a permission-relax race keeps its stale read-only TLB entry and takes one more permission fault (counted as spuriousPermFaults); be097997a273 (6.7) is an optimization, as its author said on the list',
+    finds: 'as 6.2; and a vCPU that lost a permission-relax race keeps its read-only TLB entry and takes one more permission fault (spuriousPermFaults; no invariant breaks: be097997a273 in 6.7 is an optimization, as its author said on the list)',
   },
-  '6.7': { kernel: 'Linux 6.7', finds: 'see 6.2' },
-  '6.10': { kernel: 'Linux 6.10', finds: 'nothing: clean, and every injected defect of the modern design (--bug) is caught' },
+  '6.7': { kernel: 'Linux 6.7', finds: 'as 6.2' },
+  '6.10': { kernel: 'Linux 6.10', finds: 'the stale-granule window of 5.18 (change_pte is gone); every injected defect of the modern design (--bug) is caught' },
 };
 
 export interface Protocol {

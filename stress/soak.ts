@@ -12,9 +12,9 @@
  */
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { writeFileSync } from 'node:fs';
-import { ConfigError } from '../src/config.js';
+import { ConfigError, PROFILES, type ProfileName } from '../src/config.js';
 import { SCHEDULE_VERSION } from '../src/sim/sched.js';
-import { parseRunArgs } from './options.js';
+import { parseRunArgs, profileLockKind } from './options.js';
 import { SCENARIOS } from './scenarios.js';
 import { runSim } from './simrun.js';
 import { parseIntFlag } from './units.js';
@@ -32,7 +32,9 @@ export const SOAK_FIRST_SEED = 100_001;
  * so that every combination comes round every 56 seeds; vCPUs (2 or 3),
  * guest size (4 or 8 MiB), lock kind and PCT depth vary with the seed too.
  */
-export function soakArgs(seed: number, ops: number, bugs: readonly string[] = []): string[] {
+export function soakArgs(seed: number, ops: number, bugs: readonly string[] = [], profile: ProfileName = 'fixed'): string[] {
+  // The 2014 line alternates its two spinlock kinds; the arm64 profiles take their rwlock.
+  const spin = profileLockKind(profile) !== 'rwlock';
   const scenarios = SCENARIOS.map((s) => s.name);
   let k = seed;
   const scenario = scenarios[k % scenarios.length];
@@ -42,11 +44,11 @@ export function soakArgs(seed: number, ops: number, bugs: readonly string[] = []
   const sched = SOAK_SCHEDS[k % SOAK_SCHEDS.length];
   const h = Math.imul(seed, 0x9e3779b1) >>> 0;
   return [
-    '--mode', 'sim', '--profile', 'fixed', '--scenario', scenario, '--backing', backing, '--sched', sched,
+    '--mode', 'sim', '--profile', profile, '--scenario', scenario, '--backing', backing, '--sched', sched,
     ...(sched === 'pct' ? ['--pct-depth', String(2 + (h % 3))] : []),
     '--vcpus', String(2 + ((h >>> 4) & 1)),
     '--guest-mem', (h >>> 5) & 1 ? '8M' : '4M',
-    '--lock', (h >>> 6) & 1 ? 'tas' : 'ticket',
+    ...(spin ? ['--lock', (h >>> 6) & 1 ? 'tas' : 'ticket'] : []),
     '--ops', String(ops),
     '--seed', String(seed),
     '--quiet',
@@ -59,6 +61,8 @@ interface SoakFailure {
   result: string;
   message: string;
   rerun: string;
+  /** The invariant reported first (or `harness`). */
+  first: string;
 }
 
 function fmtWall(ms: number): string {
@@ -73,6 +77,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   let jobs = availableParallelism();
   let json: string | null = null;
   const bugs: string[] = [];
+  let profile: ProfileName = 'fixed';
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = (): string => {
@@ -99,12 +104,18 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       case '--bug':
         bugs.push(v());
         break;
+      case '--profile': {
+        const p = v();
+        if (!(PROFILES as readonly string[]).includes(p)) throw new ConfigError(a, `--profile must be one of ${PROFILES.join('|')}, got '${p}'`);
+        profile = p as ProfileName;
+        break;
+      }
       default:
-        throw new ConfigError(a, `unknown flag '${a}' for the soak; accepted: --seeds N --first-seed S --ops N --jobs J --json FILE --bug NAME`);
+        throw new ConfigError(a, `unknown flag '${a}' for the soak; accepted: --seeds N --first-seed S --ops N --jobs J --json FILE --bug NAME --profile NAME`);
     }
   }
   // Every configuration is checked before the first run starts.
-  for (let s = first; s < first + Math.min(seeds, SCENARIOS.length * SOAK_BACKINGS.length * SOAK_SCHEDS.length); s++) parseRunArgs(soakArgs(s, ops, bugs));
+  for (let s = first; s < first + Math.min(seeds, SCENARIOS.length * SOAK_BACKINGS.length * SOAK_SCHEDS.length); s++) parseRunArgs(soakArgs(s, ops, bugs, profile));
   const t0 = performance.now();
   const load0 = loadavg();
   const failures: SoakFailure[] = [];
@@ -117,7 +128,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     for (;;) {
       const seed = next++;
       if (seed >= first + seeds) return;
-      const o = parseRunArgs(soakArgs(seed, ops, bugs));
+      const o = parseRunArgs(soakArgs(seed, ops, bugs, profile));
       const r = await runSim(o);
       done++;
       steps += r.schedule?.steps ?? 0;
@@ -125,7 +136,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         clean++;
       } else {
         const message = r.error ?? r.violations.map((v) => `[${v.invariant}] ${v.message}`).join(' | ');
-        failures.push({ seed, result: r.result, message, rerun: r.replay });
+        failures.push({ seed, result: r.result, message, rerun: r.replay, first: r.error ? 'harness' : (r.violations[0]?.invariant ?? r.result) });
         io.err(`soak:sim FAIL seed ${seed}: ${message}\n  rerun: ${r.replay}`);
       }
       const now = performance.now();
@@ -138,9 +149,12 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, seeds)) }, () => worker()));
   const wallMs = performance.now() - t0;
   const load1 = loadavg();
-  const summary = `soak:sim ${failures.length === 0 ? 'PASS' : 'FAIL'}: ${seeds} seeds (${first}..${first + seeds - 1}), ${clean} clean, ${failures.length} failed; fixed profile${bugs.length ? ` + bugs ${bugs.join(',')}` : ''}, ${SCENARIOS.length} scenarios x ${SOAK_BACKINGS.length} backings x ${SOAK_SCHEDS.length} strategies, ${ops} accesses per seed, ${steps} scheduling steps; wall ${fmtWall(wallMs)} with ${jobs} at once on ${cpus().length} cores, load average ${load0[0].toFixed(1)} -> ${load1[0].toFixed(1)}`;
+  const byFirst: Record<string, number> = {};
+  for (const f of failures) byFirst[f.first] = (byFirst[f.first] ?? 0) + 1;
+  const firsts = Object.entries(byFirst).map(([k, n]) => `${k} ${n}`).join(', ');
+  const summary = `soak:sim ${failures.length === 0 ? 'PASS' : 'FAIL'}: ${seeds} seeds (${first}..${first + seeds - 1}), ${clean} clean, ${failures.length} failed${firsts ? ` (first reported: ${firsts})` : ''}; profile ${profile}${bugs.length ? ` + bugs ${bugs.join(',')}` : ''}, ${SCENARIOS.length} scenarios x ${SOAK_BACKINGS.length} backings x ${SOAK_SCHEDS.length} strategies, ${ops} accesses per seed, ${steps} scheduling steps; wall ${fmtWall(wallMs)} with ${jobs} at once on ${cpus().length} cores, load average ${load0[0].toFixed(1)} -> ${load1[0].toFixed(1)}`;
   if (json) {
-    writeFileSync(json, JSON.stringify({ summary, seeds, first, ops, jobs, clean, failures, wallMs: Math.round(wallMs), steps, scheduleVersion: SCHEDULE_VERSION, load: { start: load0, end: load1 } }, null, 2));
+    writeFileSync(json, JSON.stringify({ summary, profile, seeds, first, ops, jobs, clean, failures, byFirst, wallMs: Math.round(wallMs), steps, scheduleVersion: SCHEDULE_VERSION, load: { start: load0, end: load1 } }, null, 2));
   }
   io.out(summary);
   return failures.length === 0 ? 0 : 1;

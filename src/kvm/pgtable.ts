@@ -457,7 +457,7 @@ export function condReschedLock(kvm: Kvm, actor: Actor): boolean {
   if (!resched && !kvm.mmuLockIsContended()) return false;
   // cond_resched_rwlock_write(), or _read() for a walk under the read side.
   const write = kvm.mmuLock.heldBy(actor);
-  const site = write ? Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE) : LS.other;
+  const site = write ? Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE) : Math.max(0, kvm.mmuLock.readSite(actor.id));
   if (write) kvm.mmuLock.unlock(actor);
   else kvm.mmuReadUnlock(actor);
   kvm.count(actor, CNT.reschedDrops);
