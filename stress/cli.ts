@@ -69,7 +69,7 @@ function listCommand(args: string[], io: Out): number {
       rows = SCENARIOS.map((s) => ({ name: s.name, description: s.description }));
       break;
     case 'bugs':
-      rows = BUGS.map((b) => ({ name: b.name, description: b.description, invariant: b.expected, origin: b.origin }));
+      rows = BUGS.map((b) => ({ name: b.name, description: b.description, invariant: b.expected, origin: b.origin, profile: b.profile ?? 'fixed' }));
       break;
     case 'profiles':
       rows = PROFILES.map((p) => {
@@ -84,7 +84,7 @@ function listCommand(args: string[], io: Out): number {
   else {
     const w = Math.max(...rows.map((r) => r.name.length));
     for (const r of rows) {
-      const extra = r.invariant ? `  [caught by ${r.invariant}]` : '';
+      const extra = r.invariant ? `  [${r.profile === 'modern' ? 'on modern; ' : ''}caught by ${r.invariant}]` : '';
       if (r.kernel) {
         io.out(`${r.name.padEnd(w)}  ${r.kernel}, ${r.arch}: ${r.description}`);
         io.out(`${''.padEnd(w)}  finds: ${r.finds}`);
