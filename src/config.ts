@@ -67,6 +67,8 @@ export interface ModelConfig {
   arch?: Arch;
   /** Names of injected defects (the bug zoo). */
   bugs: string[];
+  /** Names of candidate fixes (`--fix`, src/profiles.ts FIXES); absent = none. */
+  fixes?: string[];
   /**
    * Anonymous and THP guest RAM faulted in (written) at start, as QEMU's
    * -mem-prealloc does; false: untouched until the guest or QEMU touches it
@@ -134,7 +136,10 @@ export function formatBytes(n: number): string {
  * Validate a model configuration. Throws ConfigError naming the setting.
  * `knownBugs` is passed in to keep this file free of the zoo's details.
  */
-export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]): ModelConfig {
+export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[], knownFixes: readonly string[] = []): ModelConfig {
+  for (const f of c.fixes ?? []) {
+    if (!knownFixes.includes(f)) throw new ConfigError('--fix', `--fix '${f}' is not a known candidate fix; known: ${knownFixes.join(', ')}`);
+  }
   if (!Number.isInteger(c.vcpus) || c.vcpus < MIN_VCPUS || c.vcpus > MAX_VCPUS) {
     throw new ConfigError('--vcpus', `--vcpus must be a whole number from ${MIN_VCPUS} to ${MAX_VCPUS}, got ${c.vcpus}`);
   }

@@ -222,6 +222,10 @@ export interface Protocol {
   wpUnderReadLock: boolean;
   lostRaceLeaksTable: boolean;
   unmapUnderReadLock: boolean;
+
+  // ---- candidate fixes (`--fix`): patches no kernel has, to try before posting ----
+  /** relax-checks-granule: the relax path changes a leaf only at the fault's own granule, else -EAGAIN (the vCPU faults again with a fresh one). */
+  fixRelaxChecksGranule: boolean;
 }
 
 export interface BugInfo {
@@ -511,6 +515,31 @@ export const BUGS: readonly BugInfo[] = [
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
 
+/**
+ * Candidate fixes (`--fix NAME`): patches no kernel version has, for a
+ * window the model found, so that a developer can run the patched protocol
+ * against the same seeds before posting it. Off unless asked for.
+ */
+export interface FixInfo {
+  name: string;
+  field: keyof Protocol;
+  description: string;
+  /** The window it closes (README, "The arm64 design"). */
+  closes: string;
+}
+
+export const FIXES: readonly FixInfo[] = [
+  {
+    name: 'relax-checks-granule',
+    field: 'fixRelaxChecksGranule',
+    description:
+      'kvm_pgtable_stage2_relax_perms() relaxes the leaf only if its level is the fault granule; otherwise -EAGAIN, and the re-executed access faults with the granule of the entry it meets now',
+    closes: 'the stale fault granule: a permission fault taken on a 4 KiB entry and handled after a block came back relaxes the block while logging',
+  },
+];
+
+export const FIX_NAMES: readonly string[] = FIXES.map((f) => f.name);
+
 export const PROFILE_INFO: Readonly<Record<ProfileName, string>> = {
   ...Object.fromEntries(Object.entries(KERNEL_INFO).map(([k, i]) => [k, i.description])),
   v15: `alias of 4.7: ${KERNEL_INFO['4.7'].description}`,
@@ -518,7 +547,7 @@ export const PROFILE_INFO: Readonly<Record<ProfileName, string>> = {
   modern: `alias of 6.10, the newest arm64 profile: ${KERNEL_INFO['6.10'].description}`,
 } as Record<ProfileName, string>;
 
-export function resolveProtocol(profile: ProfileName, bugs: readonly string[], arch?: Arch): Protocol {
+export function resolveProtocol(profile: ProfileName, bugs: readonly string[], arch?: Arch, fixes: readonly string[] = []): Protocol {
   const kernel = canonicalProfile(profile);
   const info = KERNEL_INFO[kernel];
   const v = info.version;
@@ -578,10 +607,16 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     wpUnderReadLock: false,
     lostRaceLeaksTable: false,
     unmapUnderReadLock: false,
+    fixRelaxChecksGranule: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);
     if (!info) throw new Error(`unknown bug ${name}`);
+    (p[info.field] as boolean) = true;
+  }
+  for (const name of fixes) {
+    const info = FIXES.find((f) => f.name === name);
+    if (!info) throw new Error(`unknown fix ${name}`);
     (p[info.field] as boolean) = true;
   }
   if (p.blockOverTable) p.fixUnmapTableBeforeBlock = false;

@@ -5,7 +5,7 @@
  */
 import { type ModelConfig, validateModelConfig } from './config.js';
 import { Kvm } from './kvm/kvm.js';
-import { BUG_NAMES } from './profiles.js';
+import { BUG_NAMES, FIX_NAMES } from './profiles.js';
 import { CTRL, FRAMES_PER_GROUP, ACTOR } from './shm/layout.js';
 import { initTablePool } from './kvm/pgtable.js';
 import { initMemslot } from './kvm/memslot.js';
@@ -42,7 +42,7 @@ export function backingOfRegion(backing: ModelConfig['backing'], r: number): num
 
 /** Create and populate a VM; returns the Kvm seen from the creating thread. */
 export function createVm(cfg: ModelConfig, lockStats: LockStatsSink | null = null): Kvm {
-  validateModelConfig(cfg, BUG_NAMES);
+  validateModelConfig(cfg, BUG_NAMES, FIX_NAMES);
   const sab = Kvm.allocate(cfg);
   const kvm = new Kvm(cfg, sab, lockStats);
   const m = kvm.m;

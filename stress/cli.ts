@@ -15,7 +15,7 @@ import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, PROFILES, canonicalProfile } from '../src/config.js';
-import { BUGS, KERNEL_INFO, PROFILE_FINDS, PROFILE_INFO } from '../src/profiles.js';
+import { BUGS, FIXES, KERNEL_INFO, PROFILE_FINDS, PROFILE_INFO } from '../src/profiles.js';
 import { SCENARIOS } from './scenarios.js';
 import { EXIT_CODES_HELP, RUN_FLAGS, RUN_FLAGS_DETAIL, RUN_FLAGS_HELP, type RunOptions, optionsFromReportConfig, parseRunArgs } from './options.js';
 import { SIGNAL_NUMBERS, destroyLivePools, runThreads } from './run.js';
@@ -25,7 +25,7 @@ import { formatLockTableFor, formatQuiet, formatSummary, type Report } from './r
 const REPLAY_HELP = `s2stress replay REPORT.json [--json FILE] [--quiet] [--verbose] [--wide]
     re-run the run a report describes: exact in sim mode (an interrupted sim run is
     replayed to the step it stopped at), the same seeds and configuration in threads mode`;
-const LIST_HELP = 's2stress list scenarios|bugs|profiles [--json]';
+const LIST_HELP = 's2stress list scenarios|bugs|fixes|profiles [--json]';
 import { SCHEDULE_VERSION } from '../src/sim/sched.js';
 
 export const USAGE = `usage:
@@ -62,7 +62,7 @@ function listCommand(args: string[], io: Out): number {
   const json = args.includes('--json');
   const rest = args.filter((a) => a !== '--json');
   const what = rest[0];
-  if (rest.length > 1) throw new UsageError('list', `list takes one of scenarios|bugs|profiles, got '${rest.join(' ')}'`);
+  if (rest.length > 1) throw new UsageError('list', `list takes one of scenarios|bugs|fixes|profiles, got '${rest.join(' ')}'`);
   let rows: Record<string, string>[];
   switch (what) {
     case 'scenarios':
@@ -71,6 +71,9 @@ function listCommand(args: string[], io: Out): number {
     case 'bugs':
       rows = BUGS.map((b) => ({ name: b.name, description: b.description, invariant: b.expected, origin: b.origin, profile: b.profile ?? 'fixed' }));
       break;
+    case 'fixes':
+      rows = FIXES.map((f) => ({ name: f.name, description: `${f.description}. Closes ${f.closes}` }));
+      break;
     case 'profiles':
       rows = PROFILES.map((p) => {
         const k = canonicalProfile(p);
@@ -78,7 +81,7 @@ function listCommand(args: string[], io: Out): number {
       });
       break;
     default:
-      throw new UsageError('list', `list takes scenarios|bugs|profiles, got '${what ?? ''}'`);
+      throw new UsageError('list', `list takes scenarios|bugs|fixes|profiles, got '${what ?? ''}'`);
   }
   if (json) io.out(JSON.stringify(rows, null, 2));
   else {

@@ -8,7 +8,7 @@
  * stands for would be.
  */
 import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
-import { BUG_NAMES, resolveProtocol } from '../src/profiles.js';
+import { BUG_NAMES, FIX_NAMES, resolveProtocol } from '../src/profiles.js';
 import { SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
 
@@ -23,6 +23,8 @@ export interface RunOptions {
   /** TLB semantics asked for with --arch; null (or absent in older reports): the profile's own. */
   arch?: Arch | null;
   bugs: string[];
+  /** Candidate fixes (`--fix`, src/profiles.ts FIXES). */
+  fixes: string[];
   mode: Mode;
   sched: SchedKind;
   pctDepth: number;
@@ -93,6 +95,7 @@ export function defaultOptions(): RunOptions {
     profile: 'fixed',
     arch: null,
     bugs: [],
+    fixes: [],
     mode: 'threads',
     sched: 'random',
     pctDepth: 3,
@@ -146,6 +149,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--profile': { value: true, applies: 'both' },
   '--arch': { value: true, applies: 'both' },
   '--bug': { value: true, applies: 'both' },
+  '--fix': { value: true, applies: 'both' },
   '--mode': { value: true, applies: 'both' },
   '--sched': { value: true, applies: 'sim' },
   '--pct-depth': { value: true, applies: 'sim' },
@@ -174,9 +178,9 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
 };
 
 /** Flags that may be given more than once. */
-const REPEATABLE = new Set(['--bug']);
+const REPEATABLE = new Set(['--bug', '--fix']);
 
-export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]...
+export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]... [--fix NAME]...
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas|rwlock] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
@@ -191,6 +195,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
                          s2stress list profiles); the arm64 profiles from 5.18 take an rwlock mmu_lock
   --arch ARCH            TLB semantics: ${ARCHS.join('|')} (default: the architecture the profile ran on)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)
+  --fix NAME             apply a candidate fix no kernel has (repeatable; s2stress list fixes)
   --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)
   --vcpus N              ${MIN_VCPUS} to ${MAX_VCPUS} (default 4)
   --guest-mem SIZE       2M to 16G, a multiple of 2M (default 1G)
@@ -226,7 +231,7 @@ export const EXIT_CODES_HELP = `exit codes: 0 passed; 1 an invariant was violate
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
-  const o: RunOptions = { ...base, bugs: [...base.bugs] };
+  const o: RunOptions = { ...base, bugs: [...base.bugs], fixes: [...(base.fixes ?? [])] };
   const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
@@ -267,6 +272,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--arch':
         o.arch = oneOf(arg, value, ARCHS);
+        break;
+      case '--fix':
+        if (!o.fixes.includes(value)) o.fixes.push(value);
         break;
       case '--bug':
         if (!BUG_NAMES.includes(value)) throw new ConfigError(arg, `--bug '${value}' is not a known defect; known: ${BUG_NAMES.join(', ')}`);
@@ -371,7 +379,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
   // The profile picks mmu_lock's kind unless --lock says otherwise.
   if (!given.has('--lock') && o.lock === defaultOptions().lock) o.lock = profileLockKind(o.profile);
   o.lockOverride = lockOverrideOf(o);
-  validateModelConfig(toModelConfig(o), BUG_NAMES);
+  validateModelConfig(toModelConfig(o), BUG_NAMES, FIX_NAMES);
   return o;
 }
 
@@ -399,6 +407,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     profile: o.profile,
     ...(o.arch ? { arch: o.arch } : {}),
     bugs: o.bugs,
+    fixes: o.fixes,
     lock: o.lock,
     lockStats: o.lockStats,
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
@@ -421,6 +430,7 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   const a: string[] = ['--scenario', o.scenario, '--profile', o.profile];
   if (o.arch) a.push('--arch', o.arch);
   for (const b of o.bugs) a.push('--bug', b);
+  for (const f of o.fixes ?? []) a.push('--fix', f);
   a.push('--mode', o.mode);
   // Flags that do not apply to the mode are written only when they differ
   // from their default, so that validation names them.
@@ -462,6 +472,7 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'profile', type: 'string', flag: '--profile', required: true },
   { field: 'arch', type: 'string', flag: '--arch', required: false, nullable: true },
   { field: 'bugs', type: 'strings', flag: '--bug', required: true },
+  { field: 'fixes', type: 'strings', flag: '--fix', required: false },
   { field: 'mode', type: 'string', flag: '--mode', required: true },
   { field: 'sched', type: 'string', flag: '--sched', required: false },
   { field: 'pctDepth', type: 'int', flag: '--pct-depth', required: false },

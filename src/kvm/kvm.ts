@@ -50,7 +50,7 @@ export class Kvm {
     }
     this.m = new Int32Array(sab, 0, this.layout.words);
     this.f64 = new Float64Array(sab, this.layout.countersF64 * 8, this.layout.nActors * N_COUNTERS);
-    this.proto = resolveProtocol(cfg.profile, cfg.bugs, cfg.arch);
+    this.proto = resolveProtocol(cfg.profile, cfg.bugs, cfg.arch, cfg.fixes ?? []);
     const L = this.layout;
     this.mmuLock = createLock(cfg.lock, this.m, L.mmuLock, lockStats, { base: L.mmuLockReaders, n: L.nActors });
     this.zoneLock = new TicketLock(this.m, L.zoneLock);

@@ -272,7 +272,7 @@ function stage2MapOrRelax(
   }
   let ret: number;
   if (permFault && level === faultLevel) {
-    ret = kvmPgtableStage2RelaxPerms(kvm, vcpu, gfn, shared);
+    ret = kvmPgtableStage2RelaxPerms(kvm, vcpu, gfn, shared, faultLevel);
   } else {
     let desc = level === LEVEL_PMD ? pfnPmdHuge(pfn) : pfnPte(pfn, device);
     if (writable) desc = mkWrite(desc);

@@ -1100,7 +1100,7 @@ function wroteInEntered(kvm: Kvm, actor: Actor, table: number, gen: number, entr
   return tableUseAfterFree(kvm, actor, UAF.WRITE, table, entry - entryIndex(kvm, table, 0), shared);
 }
 
-const rd = { shared: false, level: 0, ret: 0 };
+const rd = { shared: false, level: 0, granule: 0, ret: 0 };
 
 /** stage2_attr_walker() as the relax path uses it: set write permission (and the access flag) on the leaf. */
 const relaxVisitor: S2Visitor = {
@@ -1113,6 +1113,11 @@ const relaxVisitor: S2Visitor = {
       return false;
     }
     rd.level = level;
+    // The relax-checks-granule candidate fix: only the leaf the fault was taken on.
+    if (kvm.proto.fixRelaxChecksGranule && rd.granule !== 0 && level !== rd.granule) {
+      rd.ret = EAGAIN;
+      return false;
+    }
     const desc = old | S2_S2AP_WRITE | S2_AF;
     if (desc !== old) {
       if (!stage2TrySetPte(kvm, actor, entry, old, desc, rd.shared)) {
@@ -1134,11 +1139,13 @@ const relaxVisitor: S2Visitor = {
  * attribute walk, then invalidate the TLB for it: broadcast (by IPA) before
  * 6.5, the local TLB only from 6.5 (a12ab1378a88); only when the walk
  * returned 0 until 6.7, also after -EAGAIN from 6.7 (be097997a273). The
- * relax-skips-tlbi bug never invalidates.
+ * relax-skips-tlbi bug never invalidates. `granule`: the level of the entry
+ * the fault was taken on (used by the relax-checks-granule candidate fix).
  */
-export function kvmPgtableStage2RelaxPerms(kvm: Kvm, vcpu: Actor, gfn: number, shared: boolean): number {
+export function kvmPgtableStage2RelaxPerms(kvm: Kvm, vcpu: Actor, gfn: number, shared: boolean, granule = 0): number {
   const p = kvm.proto;
   rd.shared = shared;
+  rd.granule = granule;
   rd.level = LEVEL_PTE;
   rd.ret = 0;
   if (shared) rcuReadLock(kvm, vcpu);

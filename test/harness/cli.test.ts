@@ -76,7 +76,7 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
     ['stray argument', ['run', 'fast'], /unknown argument 'fast' for run/],
     ['--json into a missing directory', ['run', '--json', '/nonexistent-dir/r.json'], /--json '\/nonexistent-dir\/r.json' cannot be written: the directory '\/nonexistent-dir' does not exist/],
     ['--json onto a directory', ['run', '--json', tmpdir()], /--json '.*' cannot be written: it is a directory/],
-    ['list of what', ['list', 'things'], /list takes scenarios\|bugs\|profiles/],
+    ['list of what', ['list', 'things'], /list takes scenarios\|bugs\|fixes\|profiles/],
     ['unknown command', ['teleport'], /unknown command 'teleport'/],
     ['replay with a run flag', ['replay', 'r.json', '--seed', '3'], /replay takes only --json, --quiet, --verbose and --wide.*--seed would change the run/],
     ['replay without a file', ['replay'], /replay needs a report file/],
