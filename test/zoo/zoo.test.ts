@@ -90,10 +90,17 @@ describe('bug zoo detection', () => {
     expect(caught!.violations.some((v) => ['shadow-equal', 'frame-use-after-free', 'tlb-coherent'].includes(v.invariant)), why(caught!)).toBe(true);
   }, 300_000);
 
-  it('the clean fixed profile passes every zoo configuration in threads mode', async () => {
+  // The defects of the arm64 design are injected into `modern`, whose clean
+  // runs can meet the stale-granule window (README, "The arm64 design"): a
+  // timing-dependent finding of the model, tested deterministically in
+  // test/model/modern.test.ts. Here the clean modern runs carry its
+  // candidate fix, so that any other report fails the test.
+  it('the clean profiles (fixed; modern with --fix relax-checks-granule) pass every zoo configuration in threads mode', async () => {
     const configs = new Set(BUGS.map((b) => JSON.stringify(withoutBug(zooArgs(b.name, 'threads', 1, { ...BUDGET, threadsMs: 1500 })))));
     for (const c of configs) {
-      const r = await go(JSON.parse(c));
+      const args = JSON.parse(c) as string[];
+      if (args[args.indexOf('--profile') + 1] === 'modern') args.push('--fix', 'relax-checks-granule');
+      const r = await go(args);
       expect(r.result, why(r)).toBe('pass');
     }
   }, 300_000);
