@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { firstFailure, median, run, why } from './util.js';
+import type { Report } from '../../stress/report.js';
 
 // Runs measured in work (guest accesses; a run also completes one migration
 // or cancel), not in time. The watchdog is a stall in wall-clock time: on a
@@ -28,11 +29,27 @@ describe('threads mode', () => {
   }
 
   it('v14 is caught by migration-equal (read faults map writable without marking dirty)', async () => {
-    const { report, tried, ms } = await firstFailure(['--scenario', 'migrate', '--profile', 'v14', ...WORK], [1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(report, `no failure in ${tried} seeds`).not.toBeNull();
-    const invs = report!.violations.map((v) => v.invariant);
-    expect(invs, why(report!)).toContain('migration-equal');
-    console.log(`v14 threads: caught after ${tried} run(s), ${Math.round(report!.elapsedMs)} ms in the failing run; median run ${Math.round(median(ms))} ms`);
+    // v14 has a second real defect, the block written over a PTE table
+    // without break-before-make (README, the profile table): a run that
+    // meets it first stops there. Every failing seed must be one of the two;
+    // migration-equal must come within the seeds.
+    let found: Report | null = null;
+    const ms: number[] = [];
+    let tried = 0;
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      tried++;
+      const r = await run(['--scenario', 'migrate', '--profile', 'v14', ...WORK, '--seed', String(seed)]);
+      ms.push(r.elapsedMs);
+      if (r.result !== 'fail') continue;
+      const invs = r.violations.map((v) => v.invariant);
+      if (invs.includes('migration-equal')) {
+        found = r;
+        break;
+      }
+      expect(r.violations.every((v) => v.invariant === 'break-before-make' && /went from table#\d+ to block/.test(v.message)), why(r)).toBe(true);
+    }
+    expect(found, `no migration-equal in ${tried} seeds`).not.toBeNull();
+    console.log(`v14 threads: caught after ${tried} run(s), ${Math.round(found!.elapsedMs)} ms in the failing run; median run ${Math.round(median(ms))} ms`);
   }, LOOP_TIMEOUT_MS);
 
   it('v15 is caught by table-conservation or tlb-coherent (block over a PTE table after cancel)', async () => {
