@@ -43,17 +43,24 @@ const ROWS = [
   { profile: '5.1', scenario: 'migrate', backing: 'thp', finds: [], note: '' },
   { profile: '5.1', scenario: 'thp-churn', backing: 'thp', finds: [], note: '' },
   { profile: '5.1', scenario: 'teardown', backing: 'anon', finds: [], note: '' },
+  // The arm64 design (README, "The arm64 design").
+  { profile: '5.18-rc', scenario: 'log-toggle', backing: 'thp', finds: ['lock-held'], note: 'a block split under the read side (exclusive stores)', modern: true },
+  { profile: '6.2', scenario: 'notifier-storm', backing: 'anon', finds: ['frame-use-after-free', 'stage2-host-coherent', 'frame-conservation', 'shadow-equal'], note: 'the change_pte window (zap and CoW on one page)', modern: true },
+  { profile: '6.10', scenario: 'notifier-storm', backing: 'anon', finds: [], note: 'no change_pte', modern: true },
+  { profile: '6.10', scenario: 'log-toggle', backing: 'thp', finds: ['no-block-while-logging', 'migration-equal'], note: 'the stale fault granule', modern: true },
+  { profile: '6.10', scenario: 'log-toggle', backing: 'thp', extra: ['--fix', 'relax-checks-granule'], finds: [], note: 'with the candidate fix', modern: true },
 ];
 
 function parseArgs() {
   const a = process.argv.slice(2);
-  const o = { seeds: 10, json: null, only: null };
+  const o = { seeds: 10, json: null, only: null, modern: false };
   for (let i = 0; i < a.length; i++) {
     if (a[i] === '--seeds' && /^\d+$/.test(a[i + 1] ?? '') && Number(a[i + 1]) > 0) o.seeds = Number(a[++i]);
     else if (a[i] === '--json' && a[i + 1]) o.json = a[++i];
     else if (a[i] === '--only' && a[i + 1]) o.only = a[++i];
+    else if (a[i] === '--modern') o.modern = true;
     else {
-      console.error(`profile-table: unknown or bad flag '${a[i]}'; accepted: --seeds N (N >= 1), --json FILE, --only PROFILE`);
+      console.error(`profile-table: unknown or bad flag '${a[i]}'; accepted: --seeds N (N >= 1), --json FILE, --only PROFILE, --modern (the arm64 rows only)`);
       process.exit(2);
     }
   }
@@ -107,6 +114,7 @@ const lines = [
 ];
 for (const row of ROWS) {
   if (o.only && row.profile !== o.only) continue;
+  if (o.modern && !row.modern) continue;
   const res = {};
   for (const mode of ['sim', 'threads']) {
     res[mode] = [];
