@@ -269,8 +269,12 @@ export function dirtyLogNotes(o: DirtyLogOptions, cores: number): string[] {
   const [oldP, newP] = o.profiles;
   return [
     `this machine has ${cores} core(s): real parallelism stops at ${cores} vCPU(s); beyond that the vCPU threads time-share the cores, so the dirty time per iteration grows with the vCPUs for either design (each vCPU brings its own ${formatBytes(o.vcpuMem)} slice: with a core per vCPU the ideal is a flat line, here it is at best ${cores > 1 ? `t(1) x vCPUs / ${cores}` : 't(1) x vCPUs'} past ${cores} vCPU(s))`,
-    `the shape past ${cores} vCPU(s) is in the wait per fault and the share of faults that waited: ${oldP}'s faults (${profileLockKind(oldP)}) ${profileLockKind(oldP) === 'rwlock' ? 'on its write side' : ''} wait for each other on mmu_lock; ${newP}'s${profileLockKind(newP) === 'rwlock' ? ' on the read side wait only for the write side (the dirty-log harvest, between iterations, and faults that still take it)' : ` (${profileLockKind(newP)}) wait for each other too`}`.replace('  ', ' '),
-    `with more vCPUs than cores a FIFO ticket lock hands mmu_lock to waiters that are not running (lock-waiter preemption), so the old side's times at those points are inflated beyond what a machine with a core per vCPU shows; read the ratios there as the direction, not the size`,
+    `the shape past ${cores} vCPU(s) is in the wait per fault and the share of faults that waited: ${oldP}'s ${profileLockKind(oldP) === 'rwlock' ? 'faults on the write side of its rwlock' : `faults (${profileLockKind(oldP)} spinlock, all exclusive)`} wait for each other; ${newP}'s${profileLockKind(newP) === 'rwlock' ? ' on the read side wait only for the write side (the dirty-log harvest between iterations, and faults that still take it)' : ` (${profileLockKind(newP)}) wait for each other too`}`,
+    ...(profileLockKind(oldP) === 'ticket'
+      ? [
+          `with more vCPUs than cores the FIFO ticket lock hands mmu_lock to waiters that are not running (lock-waiter preemption), so ${oldP}'s times at those points are inflated beyond what a machine with a core per vCPU shows; read the ratios there as the direction, not the size`,
+        ]
+      : []),
     `upstream: ${UPSTREAM.note}`,
     `each point is ${WARMUP_PASSES} warm-up pass(es) and ${o.passes} measured one(s) of populate, logging on, ${passShape(o).iterations} iterations, logging off; the warm-up is left out (V8 compiles the fault path while it runs: its iterations were 10 to 30 times slower)`,
     `the model's iterations are small (${formatBytes(o.vcpuMem)} per vCPU against upstream's 4G; a dirty-log harvest with write-protection, the selftest's -g) and its times are of a JavaScript model, not of hardware: compare ratios and shapes, not seconds`,
