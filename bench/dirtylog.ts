@@ -285,9 +285,11 @@ export async function dirtyLogBench(o: DirtyLogOptions, progress: (line: string)
   checkDirtyLogOptions(o);
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
   const points: DirtyLogPoint[] = [];
-  // Side by side: both profiles at a vCPU count, then the next count.
-  for (const v of o.vcpus) {
-    for (const side of ['old', 'new'] as const) {
+  // Side by side: both profiles at a vCPU count, then the next count; which
+  // side runs first alternates from one count to the next, so that a drift
+  // of the machine's load does not always favour the same side.
+  for (const [k, v] of o.vcpus.entries()) {
+    for (const side of k % 2 === 0 ? (['old', 'new'] as const) : (['new', 'old'] as const)) {
       const p = await runDirtyLogPoint(o, side, v);
       const ms = p.perf ? `${p.perf.dirtyMsPerIteration.toFixed(1)} ms/iteration over ${p.perf.iterations} iteration(s)` : 'no iteration';
       progress(`  dirty-log: ${p.profile} (${p.lock}) ${v} vCPU(s): ${ms}, ${(p.faultLock.waitedShare * 100).toFixed(1)}% of faults waited, ${p.result}${p.error ? ` (${p.error.split('\n')[0]})` : ''}`);
@@ -295,6 +297,8 @@ export async function dirtyLogBench(o: DirtyLogOptions, progress: (line: string)
     }
   }
   const lockOf = (p: ProfileName): LockKind => profileLockKind(p);
+  // In the JSON, old side first at every count, whatever the order they ran in.
+  points.sort((a, b) => a.vcpus - b.vcpus || (a.side === 'old' ? -1 : 1));
   return {
     scenario: DIRTY_LOG_SCENARIO,
     command: `s2stress run --scenario ${DIRTY_LOG_SCENARIO} --backing thp --write-pct 100 --vcpus N --guest-mem <N x ${formatBytes(o.vcpuMem)}> --ops <N x ${passShape(o).accessesPerVcpu * (WARMUP_PASSES + o.passes)}> --profile P --seed ${o.seed} --check-every 1h`,
