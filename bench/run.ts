@@ -46,7 +46,8 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
                [--duration TIME] [--vcpus 1,2,4,8] [--lock KIND[,KIND]|all] [--pairs N] [--overhead-vcpus N]
                [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
                [--vcpu-mem SIZE] [--profiles OLD,NEW] [--passes N]
-  --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair, --vcpu-mem 2M, 1 pass
+  --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair;
+                 dirty-log: --vcpu-mem 2M, --passes 1
   --duration     length of each threads-mode run (scaling point, overhead run); default 3s
   --lock         lock kinds of the scaling and contended sections (${LOCK_KINDS.join(', ')}; default all); the
                  uncontended section always measures every kind, and both sides of the rwlock
