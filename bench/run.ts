@@ -16,10 +16,12 @@ import { BARE_PAIR, LOCK_SUBJECTS, faultBench, lockBench, lockConfigName, lockLa
 import { formatSimSpeed, simSpeedBench, type SimSpeedResult } from './simspeed.js';
 import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
 import { contendedBench, type ContendResult } from './contend.js';
+import { DEFAULT_PROFILES, UPSTREAM, checkDirtyLogOptions, dirtyLogBench, parseProfilePair, parseVcpuMem, type DirtyLogResult } from './dirtylog.js';
+import type { ProfileName } from '../src/config.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
-export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim'] as const;
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** DESIGN.md section 7. */
@@ -43,14 +45,21 @@ const DEFAULT_OVERHEAD_VCPUS = Math.max(2, typeof os.availableParallelism === 'f
 export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown FILE] [--only ${SECTIONS.join(',')}]
                [--duration TIME] [--vcpus 1,2,4,8] [--lock KIND[,KIND]|all] [--pairs N] [--overhead-vcpus N]
                [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
-  --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair
+               [--vcpu-mem SIZE] [--profiles OLD,NEW] [--passes N]
+  --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair;
+                 dirty-log: --vcpu-mem 2M, --passes 1
   --duration     length of each threads-mode run (scaling point, overhead run); default 3s
   --lock         lock kinds of the scaling and contended sections (${LOCK_KINDS.join(', ')}; default all); the
                  uncontended section always measures every kind, and both sides of the rwlock
   --rounds/--time  micro benchmarks: rounds (ratio = median over rounds) and tinybench time per task
   --pairs        statistics-overhead runs: pairs of (on, off); default 10
   --overhead-vcpus  vCPUs of the statistics-overhead runs (a contended run); default: as many as cores, at least 2
-  --contend-pairs   pairs of (on, off) rounds of the contended lock loop; default 10 (--quick 2)`;
+  --contend-pairs   pairs of (on, off) rounds of the contended lock loop; default 10 (--quick 2)
+  --vcpu-mem     dirty-log section: guest bytes per vCPU (dirty_log_perf_test's -b), a multiple of 2M; default 16M
+  --profiles     dirty-log section: the two profiles side by side, OLD,NEW (default ${DEFAULT_PROFILES.join(',')}; each
+                 with its own mmu_lock); --vcpus and --seed apply; every page is written (not --write-pct)
+  --passes       dirty-log section: measured passes per point after a warm-up pass, each populate, logging on,
+                 2 iterations, logging off; a point runs that work, however long it takes (not --duration); default 5`;
 
 export interface BenchOptions {
   quick: boolean;
@@ -68,6 +77,10 @@ export interface BenchOptions {
   seed: number;
   guestMem: number;
   writePct: number;
+  /** dirty-log section: guest bytes per vCPU, and the two profiles (old, new). */
+  vcpuMem: number;
+  profiles: [ProfileName, ProfileName];
+  passes: number;
 }
 
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
@@ -88,6 +101,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     seed: 1,
     guestMem: 64 * 1024 * 1024,
     writePct: 50,
+    vcpuMem: (quick ? 2 : 16) * 1024 * 1024,
+    profiles: [...DEFAULT_PROFILES],
+    passes: quick ? 1 : 5,
   };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
@@ -163,10 +179,20 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
       case '--write-pct':
         o.writePct = parseFloatFlag(arg, need(), 0, 100);
         break;
+      case '--vcpu-mem':
+        o.vcpuMem = parseVcpuMem(arg, parseSize(arg, need()));
+        break;
+      case '--profiles':
+        o.profiles = parseProfilePair(arg, need());
+        break;
+      case '--passes':
+        o.passes = parseIntFlag(arg, need(), 1, 1000);
+        break;
       default:
         throw new ConfigError(arg, `unknown flag '${arg}' for bench; accepted:\n${BENCH_USAGE}`);
     }
   }
+  if (o.only.includes('dirty-log')) checkDirtyLogOptions({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed });
   return o;
 }
 
@@ -210,6 +236,8 @@ export interface BenchResults {
   scaling: { scenario: string; durationMs: number; guestMem: string; cores: number; note: string; points: RunPoint[] } | null;
   overhead: (OverheadResult & { durationMs: number; scenario: string; contended: ContendResult[] }) | null;
   sim: SimSpeedResult | null;
+  /** dirty_log_perf_test, old profile against new, with the upstream figures (bench/dirtylog.ts). */
+  dirtyLog: DirtyLogResult | null;
   targets: Target[];
 }
 
@@ -282,6 +310,74 @@ function scalingTable(points: RunPoint[]): string {
   );
 }
 
+const fmtMs = (x: number | null): string => (x === null ? '' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const fmtPct = (x: number): string => `${(x * 100).toFixed(x > 0 && x < 0.001 ? 3 : 1)}%`;
+
+/** The dirty-log section: the side-by-side table with the upstream figures, the details, the notes. */
+function formatDirtyLog(d: DirtyLogResult): string[] {
+  const o = d.profiles.old.profile;
+  const n = d.profiles.new.profile;
+  const pt = (side: 'old' | 'new', v: number) => d.points.find((p) => p.side === side && p.vcpus === v);
+  const main = table(
+    ['vCPUs', `dirty ms/iter ${o}`, n, `${o}/${n}`, `faults/s ${o}`, n, `wait/fault ns ${o}`, n, `faults waited ${o}`, n, `upstream ${UPSTREAM.old} s`, `${UPSTREAM.new} s`, `${UPSTREAM.old}/${UPSTREAM.new}`],
+    d.rows.map((row) => {
+      const a = pt('old', row.vcpus);
+      const b = pt('new', row.vcpus);
+      const rate = (p: typeof a): string => (p?.perf ? fmtRate(p.perf.faultsPerSec) : '');
+      const wpf = (p: typeof a): string => (p ? p.faultLock.waitNsPerFault.toFixed(p.faultLock.waitNsPerFault < 10 ? 1 : 0) : '');
+      const share = (p: typeof a): string => (p ? fmtPct(p.faultLock.waitedShare) : '');
+      return [
+        `${row.vcpus}`,
+        fmtMs(row.oldMs),
+        fmtMs(row.newMs),
+        fmtRatio(row.ratio),
+        rate(a),
+        rate(b),
+        wpf(a),
+        wpf(b),
+        share(a),
+        share(b),
+        row.upstream ? row.upstream.oldS.toFixed(2) : '',
+        row.upstream ? row.upstream.newS.toFixed(2) : '',
+        row.upstream ? fmtRatio(row.upstream.ratio) : '',
+      ];
+    }),
+  );
+  const shown = new Set(d.rows.map((r) => r.vcpus));
+  const more = UPSTREAM.points.filter((p) => !shown.has(p.vcpus)).map((p) => `${p.vcpus} vCPUs ${p.oldS.toFixed(2)} -> ${p.newS.toFixed(2)} s (${fmtRatio(p.oldS / p.newS)})`);
+  const details = table(
+    ['vCPUs', 'profile', 'lock', 'iterations', '1st iter ms', 'later iter ms', 'warm-up iter ms', 'populate ms', 'get-log ms', 'faults/iter', 'read-side faults', 'lost races', 'wait/wait us', 'result'],
+    d.points.map((p) => [
+      `${p.vcpus}`,
+      p.profile,
+      p.lock,
+      `${p.perf?.iterations ?? 0}`,
+      fmtMs(p.perf?.first.iterations ? p.perf.first.dirtyMsPerIteration : null),
+      fmtMs(p.perf?.rest.iterations ? p.perf.rest.dirtyMsPerIteration : null),
+      fmtMs(p.perf?.warmup.iterations ? p.perf.warmup.dirtyMsPerIteration : null),
+      fmtMs(p.perf ? p.perf.populateMs : null),
+      fmtMs(p.perf ? p.perf.getDirtyLogMs : null),
+      p.perf ? fmtRate(p.perf.faults / p.perf.iterations) : '',
+      `${p.counters.readSideFaults} of ${p.counters.faults}`,
+      `${p.counters.lostRaces}`,
+      (p.faultLock.waitNsPerWait / 1000).toFixed(1),
+      p.result + (p.error ? ` (${p.error.split('\n')[0]})` : p.violations.length ? ` (${p.violations[0]})` : ''),
+    ]),
+  );
+  return [
+    title(
+      `dirty_log_perf_test (scenario ${d.scenario}, threads mode, THP guest, ${d.vcpuMem} per vCPU, every page written per iteration, ${d.passes} measured pass(es) of ${d.iterationsPerPass} iterations per point after ${d.warmupPasses} warm-up, same seed): ${o} (${d.profiles.old.lock}) against ${n} (${d.profiles.new.lock}), with upstream's \`${UPSTREAM.command}\` (${UPSTREAM.old} against ${UPSTREAM.new}):`,
+    ),
+    main,
+    ...(more.length ? [`  upstream also: ${more.join('; ')}`] : []),
+    '',
+    title('Per point (measured passes; 1st iter: the first after logging is turned on, which splits the blocks; warm-up: the first pass, left out; lock figures over the whole run; wait/wait: mean wait of a fault that waited):'),
+    details,
+    '',
+    ...d.notes.map((x) => `  - ${x}`),
+  ];
+}
+
 function machineInfo(): Machine {
   return {
     nproc: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
@@ -310,6 +406,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     scaling: null,
     overhead: null,
     sim: null,
+    dirtyLog: null,
     targets: [],
   };
   const T = res.targets;
@@ -385,6 +482,10 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
       T.push({ name: `${row.mode} vs threads mode, single-vCPU accesses/s`, target: `>= ${TARGETS.simRatio}x`, measured: fmtRatio(row.ratio), met: row.ratio >= TARGETS.simRatio });
     }
   }
+  if (want('dirty-log')) {
+    progress(`dirty-log: dirty_log_perf_test, ${o.profiles.join(' against ')}, ${o.vcpus.join('/')} vCPUs x ${formatBytes(o.vcpuMem)}, 1 warm-up + ${o.passes} pass(es) each ...`);
+    res.dirtyLog = await dirtyLogBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
+  }
   machine.loadavgEnd = os.loadavg();
   return res;
 }
@@ -459,6 +560,7 @@ function formatSections(r: BenchResults): string {
     );
   }
   if (r.sim) out.push('', formatSimSpeed(r.sim));
+  if (r.dirtyLog) out.push('', ...formatDirtyLog(r.dirtyLog));
   if (r.targets.length) {
     out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
   }
@@ -491,7 +593,7 @@ export async function main(args: string[], io: Io): Promise<number> {
   io.out(formatBench(r));
   if (o.json) writeFileSync(o.json, JSON.stringify(r, null, 2) + '\n');
   if (o.markdown) writeFileSync(o.markdown, formatBench(r, 'markdown') + '\n');
-  const runs = [...(r.scaling?.points ?? []), ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? [])];
+  const runs = [...(r.scaling?.points ?? []), ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? []), ...(r.dirtyLog?.points ?? [])];
   if (runs.some((p) => p.error)) return 3;
   if (runs.some((p) => p.result === 'fail')) return 1;
   return 0;

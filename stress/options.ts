@@ -9,7 +9,7 @@
  */
 import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
 import { BUG_NAMES, FIX_NAMES, resolveProtocol } from '../src/profiles.js';
-import { SCENARIOS, findScenario } from './scenarios.js';
+import { ALL_SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
 
 export const MODES = ['threads', 'sim'] as const;
@@ -264,7 +264,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
     }
     switch (arg) {
       case '--scenario':
-        if (!findScenario(value)) throw new ConfigError(arg, `--scenario must be one of ${SCENARIOS.map((s) => s.name).join('|')}, got '${value}'`);
+        if (!findScenario(value)) throw new ConfigError(arg, `--scenario must be one of ${ALL_SCENARIOS.map((s) => s.name).join('|')}, got '${value}'`);
         o.scenario = value;
         break;
       case '--profile':

@@ -4,6 +4,7 @@
  * pressure, the kernel's own dirty_log_test, and everything at once.
  */
 import type { ActorParams, HostOpsWeights, MigratorMode, Pattern } from '../src/actors/params.js';
+import { createPerfLog } from '../src/actors/perflog.js';
 
 export interface ScenarioSpec {
   name: string;
@@ -113,8 +114,31 @@ export const SCENARIOS: readonly ScenarioSpec[] = [
   },
 ];
 
+/**
+ * Scenarios made to measure rather than to hunt races (s2stress bench).
+ * Kept out of SCENARIOS, which the soak's seeds and the test matrices run
+ * over (one more scenario there would change what every soak seed means);
+ * `--scenario NAME` finds them all the same.
+ */
+export const BENCH_SCENARIOS: readonly ScenarioSpec[] = [
+  {
+    name: 'dirty-log-perf',
+    description:
+      "the kernel's dirty_log_perf_test (s2stress bench --only dirty-log): vCPU i owns the i-th of --vcpus equal slices of guest RAM and writes each of its pages once per iteration (--write-pct of them; the selftest writes all); between iterations the host collects the dirty log (write-protecting it) and times each iteration until the last vCPU is done; passes of populate, logging on, 2 iterations, logging off; no host MM",
+    migrator: 'perf',
+    hostOpsPerSec: 0,
+    hostOps: ALL_HOST_OPS,
+    patterns: ['sweep'],
+    precopyRounds: 2,
+    migrationGapMs: 0,
+  },
+];
+
+/** Every scenario `--scenario` takes (what `list scenarios` would show). */
+export const ALL_SCENARIOS: readonly ScenarioSpec[] = [...SCENARIOS, ...BENCH_SCENARIOS];
+
 export function findScenario(name: string): ScenarioSpec | undefined {
-  return SCENARIOS.find((s) => s.name === name);
+  return ALL_SCENARIOS.find((s) => s.name === name);
 }
 
 export function actorParams(s: ScenarioSpec, o: { seed: number; writePct: number; opsPerVcpu: number; chaos: number }): ActorParams {
@@ -130,5 +154,7 @@ export function actorParams(s: ScenarioSpec, o: { seed: number; writePct: number
     migrationGapMs: s.migrationGapMs,
     chaos: o.chaos,
     devicePct: 1,
+    // A fresh record of the iterations for the dirty_log_perf_test scenario.
+    perfLog: s.migrator === 'perf' ? createPerfLog() : null,
   };
 }

@@ -19,6 +19,7 @@ import { RAM_SLOT } from '../vm.js';
 import { bumpControl, runEnded, safePoint, tick } from './control.js';
 import { type ActorParams, actorSeed } from './params.js';
 import { vmTeardown } from './teardown.js';
+import { PerfLog, perfDone, perfIteration, perfNow, perfStartWord } from './perflog.js';
 
 /** migration-equal kinds in the violation ring */
 export const MIG_MISMATCH = 1;
@@ -164,6 +165,89 @@ function teardownLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   }
 }
 
+/**
+ * dirty_log_perf_test.c's run_test(), pass after pass until the run ends:
+ * iteration 0 populates guest RAM (logging off), logging is turned on
+ * (kvm_vm_get_dirty_log's memslot flag), then `precopyRounds` iterations,
+ * each timed from its start until the last vCPU finished its slice (the
+ * selftest's "dirty memory time") and followed by KVM_GET_DIRTY_LOG, which
+ * write-protects what it collects (the selftest without
+ * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, its -g), so that every iteration's
+ * writes fault again; then logging is turned off, counted as a cancel
+ * (logging on, rounds, logging off). Each pass starts from blocks again on
+ * a THP guest: with logging off the populate faults map blocks. The times
+ * go to the perf log (src/actors/perflog.ts), the first pass's apart (a
+ * warm-up). When the vCPUs' --ops quota is spent, the pass ends and the
+ * migrator idles.
+ */
+function perfLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array): void {
+  const m = kvm.m;
+  const V = kvm.layout.vcpus;
+  const log = p.perfLog ? new PerfLog(p.perfLog) : null;
+  log?.setVcpus(V);
+  let iter = perfIteration(Atomics.load(m, CTRL.ITERATION));
+  const ENDED = -1;
+  const SPENT = -2;
+  /** Run one iteration: its dirty time (ms), ENDED if the run ended, SPENT if the vCPUs' quota is. */
+  const iterate = (): number => {
+    if (Atomics.load(m, CTRL.VCPUS_DONE) > 0) return SPENT;
+    iter++;
+    const t0 = perfNow();
+    Atomics.store(m, CTRL.ITERATION, perfStartWord(iter));
+    bumpControl(m);
+    for (;;) {
+      const gen = Atomics.load(m, CTRL.CONTROL_GEN);
+      if (perfDone(Atomics.load(m, CTRL.ITERATION)) >= V) break;
+      if (!safePoint(kvm, actor, false)) return ENDED;
+      actor.sched.waitWhile(CTRL.CONTROL_GEN, gen, SITE['actor.loop']);
+    }
+    return (log ? log.lastFinish(V) : perfNow()) - t0;
+  };
+  let spent = false;
+  for (let pass = 0; !spent && safePoint(kvm, actor, false); pass++) {
+    log?.beginPass(pass);
+    const populate = iterate();
+    if (populate === ENDED) return;
+    if (populate === SPENT) break;
+    log?.populate(populate);
+    tick(kvm, actor);
+    if (!safePoint(kvm, actor, false)) return;
+    let t = perfNow();
+    kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+    log?.enabled(perfNow() - t);
+    checkLoggingOnReturned(kvm, actor, RAM_SLOT);
+    for (let r = 0; r < p.precopyRounds; r++) {
+      if (!safePoint(kvm, actor, false)) return;
+      const faults = kvm.counter(CNT.faults);
+      const accesses = kvm.counter(CNT.accesses);
+      const ms = iterate();
+      if (ms === ENDED) return;
+      if (ms === SPENT) {
+        spent = true;
+        break;
+      }
+      // Every vCPU waits for the next iteration: the counters stand still.
+      log?.iteration(r === 0, ms, kvm.counter(CNT.faults) - faults, kvm.counter(CNT.accesses) - accesses);
+      t = perfNow();
+      kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+      log?.harvested(perfNow() - t);
+      kvm.count(actor, CNT.rounds);
+      tick(kvm, actor);
+    }
+    if (!safePoint(kvm, actor, false)) return;
+    t = perfNow();
+    kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+    log?.passDone(perfNow() - t);
+    kvm.count(actor, CNT.cancels);
+    tick(kvm, actor);
+  }
+  // The quota is spent: nothing more to time. Pace until the run ends
+  // rather than block: with every vCPU done and the host MM idle, a block
+  // here would leave nobody to run, which sim mode reports as a deadlock
+  // before its next end-of-run check (it ends the run at a scheduling step).
+  while (safePoint(kvm, actor, false)) actor.sched.idle(1);
+}
+
 export function runMigrator(kvm: Kvm, actor: Actor, p: ActorParams): void {
   const m = kvm.m;
   const rng = new XorShift32(actorSeed(p.seed, actor.id));
@@ -174,6 +258,10 @@ export function runMigrator(kvm: Kvm, actor: Actor, p: ActorParams): void {
   }
   if (p.migrator === 'teardown') {
     teardownLoop(kvm, actor, p, snapshot, rng);
+    return;
+  }
+  if (p.migrator === 'perf') {
+    perfLoop(kvm, actor, p, snapshot);
     return;
   }
   while (safePoint(kvm, actor, false)) {

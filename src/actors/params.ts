@@ -5,7 +5,12 @@
 import seedrandom from 'seedrandom';
 
 export type Pattern = 'uniform' | 'hot' | 'sweep';
-export type MigratorMode = 'migrate' | 'cancel' | 'mixed' | 'selftest' | 'idle' | 'teardown';
+/**
+ * `perf`: the kernel's dirty_log_perf_test (src/actors/perflog.ts): each vCPU
+ * writes its own slice of guest RAM once per iteration, the host harvests
+ * the dirty log between iterations and times them.
+ */
+export type MigratorMode = 'migrate' | 'cancel' | 'mixed' | 'selftest' | 'idle' | 'teardown' | 'perf';
 
 export interface HostOpsWeights {
   migrate: number;
@@ -46,6 +51,12 @@ export interface ActorParams {
   chaos: number;
   /** Fraction of accesses that go to the device slot (mixed backing). */
   devicePct: number;
+  /**
+   * Migrator `perf` only: where the migrator and the vCPUs record the
+   * iterations (src/actors/perflog.ts), shared with the thread that started
+   * the run. Absent or null for every other scenario.
+   */
+  perfLog?: SharedArrayBuffer | null;
 }
 
 /**

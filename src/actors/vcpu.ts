@@ -14,9 +14,10 @@ import { ACTOR, CTRL } from '../shm/layout.js';
 import { CNT } from '../check/names.js';
 import { SITE } from '../sync/sites.js';
 import { ACCESS_ABORTED, ACCESS_LIVELOCK, guestAccess } from '../kvm/vcpu.js';
-import { safePoint, tick } from './control.js';
+import { bumpControl, safePoint, tick } from './control.js';
 import { type ActorParams, EDGE_EVERY, actorSeed } from './params.js';
 import { vcpuTargetGfn } from './hostmm.js';
+import { PerfLog, perfDone, perfIteration, perfNow } from './perflog.js';
 
 const BATCH = 64;
 const HOT_SET = 64;
@@ -45,6 +46,16 @@ export function edgeGfn(kvm: Kvm, rng: XorShift32, ram: number): number {
 }
 
 export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
+  if (p.migrator === 'perf') runSliceVcpu(kvm, vcpu, p);
+  else runMixedVcpu(kvm, vcpu, p);
+  // A vCPU that has stopped for good is as paused as it gets: a migrator
+  // waiting for stop-and-copy must not wait for it forever.
+  Atomics.add(kvm.m, CTRL.VCPUS_PAUSED, 1);
+  Atomics.notify(kvm.m, CTRL.VCPUS_PAUSED);
+}
+
+/** The access stream of every scenario but dirty-log-perf. */
+function runMixedVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
   const m = kvm.m;
   const L = kvm.layout;
   const rng = new XorShift32(actorSeed(p.seed, vcpu.id));
@@ -122,8 +133,82 @@ export function runVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
     // running their whole quota at the highest priority.
     vcpu.sched.idle(0);
   }
-  // A vCPU that has stopped for good is as paused as it gets: a migrator
-  // waiting for stop-and-copy must not wait for it forever.
-  Atomics.add(m, CTRL.VCPUS_PAUSED, 1);
-  Atomics.notify(m, CTRL.VCPUS_PAUSED);
+}
+
+/**
+ * dirty_log_perf_test's guest, memstress_guest_code()
+ * (tools/testing/selftests/kvm/lib/memstress.c), and its vCPU thread,
+ * vcpu_worker() (dirty_log_perf_test.c): vCPU i owns pages
+ * [i * S, (i + 1) * S) of guest RAM, S = RAM pages / vCPUs (the selftest's
+ * `-b` bytes per vCPU, its memory partitioned as without `-o`). Per
+ * iteration it accesses every page of its slice once, in order, writing
+ * with probability --write-pct (memstress's write_percent; the selftest
+ * writes every page), then records when it finished, counts itself done
+ * (vcpu_last_completed_iteration[]) and waits for the next iteration. The
+ * iteration protocol is in src/actors/perflog.ts. A --ops quota is looked
+ * at between iterations only: a vCPU never stops half-way through its slice.
+ */
+function runSliceVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
+  const m = kvm.m;
+  const L = kvm.layout;
+  const V = L.vcpus;
+  const rng = new XorShift32(actorSeed(p.seed, vcpu.id));
+  const writeThreshold = Math.floor((p.writePct / 100) * 4294967296);
+  const targetWord = kvm.actorWord(vcpu.id, ACTOR.TARGET_GFN);
+  const log = p.perfLog ? new PerfLog(p.perfLog) : null;
+  const slice = Math.floor(L.ramPages / V);
+  const first = vcpu.id * slice;
+  /** The iteration this vCPU last finished, the one it is in (0: none), and how far it is. */
+  let last = 0;
+  let cur = 0;
+  let pos = 0;
+  let done = 0;
+  let finished = false;
+
+  while (safePoint(kvm, vcpu, true)) {
+    if (cur === 0) {
+      const gen = Atomics.load(m, CTRL.CONTROL_GEN);
+      const iter = perfIteration(Atomics.load(m, CTRL.ITERATION));
+      if (finished || iter === last) {
+        vcpu.sched.waitWhile(CTRL.CONTROL_GEN, gen, SITE['actor.loop']);
+        continue;
+      }
+      cur = iter;
+      pos = 0;
+    }
+    const n = Math.min(BATCH, slice - pos);
+    let i = 0;
+    for (; i < n; i++) {
+      const gfn = first + pos + i;
+      const write = rng.nextU32() < writeThreshold;
+      let value = 0;
+      if (write) {
+        vcpu.writeSeq = vcpu.writeSeq >= 0x1ffffff ? 1 : vcpu.writeSeq + 1;
+        value = ((vcpu.writeSeq << 7) | vcpu.id) | 0;
+      }
+      m[targetWord] = gfn + 1;
+      const got = guestAccess(kvm, vcpu, gfn, write, value);
+      if (got === ACCESS_ABORTED) break;
+      // An access given up is no progress: the watchdog must not see a tick.
+      if (got === ACCESS_LIVELOCK) return;
+    }
+    pos += i;
+    done += i;
+    // Aborted: the run is ending (the safe point says so).
+    if (i < n) continue;
+    tick(kvm, vcpu);
+    if (pos === slice) {
+      log?.finished(vcpu.id, perfNow());
+      last = cur;
+      cur = 0;
+      // Said before counting itself done, so that the migrator, once every
+      // vCPU is done, knows not to start an iteration nobody would run.
+      if (p.opsPerVcpu > 0 && done >= p.opsPerVcpu) {
+        finished = true;
+        Atomics.add(m, CTRL.VCPUS_DONE, 1);
+      }
+      if (perfDone(Atomics.add(m, CTRL.ITERATION, 1) + 1) === V) bumpControl(m);
+    }
+    vcpu.sched.idle(0);
+  }
 }

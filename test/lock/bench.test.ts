@@ -3,6 +3,8 @@
  * targets, and the JSON carries the ratios, the scaling table and the
  * machine. Figures are not checked (benchmarks, not timed tests). Needs
  * `npm run build` (the threads-mode sections load dist/workers/actor.js).
+ * The dirty-log section (dirty_log_perf_test, old profile against 6.2) has
+ * a test of its own, with the checks of dirtyLogProblems().
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +16,57 @@ import { bootstrapMedianCi } from '../../bench/scaling.js';
 import { median } from '../../bench/micro.js';
 import { XorShift32 } from '../../src/sync/sched.js';
 
+/** --quick's vCPU counts (each point starts its workers: ~0.5 s each on a loaded 2-core machine). */
+const DIRTY_LOG_VCPUS = [1, 2];
+
+interface Point {
+  side: string;
+  profile: string;
+  lock: string;
+  vcpus: number;
+  result: string;
+  error: string | null;
+  perf: { iterations: number; dirtyMsPerIteration: number; faultsPerSec: number; faults: number } | null;
+  faultLock: { acquisitions: number; readAcquisitions: number; waitNsPerFault: number; waitedShare: number };
+  counters: { faults: number; readSideFaults: number };
+}
+
+/**
+ * What is wrong with a dirty-log section (JSON) that should hold `old`
+ * against `new` at `vcpus`: every point there and passed, its figures
+ * finite (times and rates positive), the new profile's faults on the read
+ * side of mmu_lock and the old one's not. Empty when all is well.
+ */
+function dirtyLogProblems(d: { profiles: { old: { profile: string }; new: { profile: string } }; points: Point[]; rows: { vcpus: number; oldMs: number; newMs: number; ratio: number; upstream: { oldS: number; newS: number } | null }[] }, old: string, neu: string, vcpus: number[]): string[] {
+  const bad: string[] = [];
+  const pos = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
+  const fin = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+  if (d.profiles.old.profile !== old || d.profiles.new.profile !== neu) bad.push(`profiles ${d.profiles.old.profile},${d.profiles.new.profile}, expected ${old},${neu}`);
+  for (const side of ['old', 'new'] as const) {
+    for (const v of vcpus) {
+      const p = d.points.find((x) => x.side === side && x.vcpus === v);
+      const at = `${side} side, ${v} vCPU(s)`;
+      if (!p) {
+        bad.push(`${at}: no point`);
+        continue;
+      }
+      if (p.result !== 'pass') bad.push(`${at}: ${p.result} ${p.error ?? ''}`);
+      if (!p.perf || !(p.perf.iterations > 0)) bad.push(`${at}: no measured iteration`);
+      else if (!pos(p.perf.dirtyMsPerIteration) || !pos(p.perf.faultsPerSec) || !pos(p.perf.faults)) bad.push(`${at}: dirty time ${p.perf.dirtyMsPerIteration}, faults/s ${p.perf.faultsPerSec}`);
+      if (!pos(p.faultLock.acquisitions) || !fin(p.faultLock.waitNsPerFault) || !fin(p.faultLock.waitedShare) || p.faultLock.waitedShare > 1) {
+        bad.push(`${at}: fault lock figures ${JSON.stringify(p.faultLock)}`);
+      }
+      if (side === 'new' && !(p.counters.readSideFaults > 0 && p.faultLock.readAcquisitions > 0)) bad.push(`${at}: ${p.profile} faults took no read side (readSideFaults ${p.counters.readSideFaults})`);
+      if (side === 'old' && (p.counters.readSideFaults !== 0 || p.faultLock.readAcquisitions !== 0)) bad.push(`${at}: ${p.profile} faults took the read side (readSideFaults ${p.counters.readSideFaults})`);
+    }
+  }
+  for (const v of vcpus) {
+    const row = d.rows.find((r) => r.vcpus === v);
+    if (!row || !pos(row.oldMs) || !pos(row.newMs) || !pos(row.ratio)) bad.push(`row of ${v} vCPU(s): ${JSON.stringify(row)}`);
+  }
+  return bad;
+}
+
 describe('s2stress bench --quick', () => {
   beforeAll(requireBuild);
 
@@ -22,7 +75,8 @@ describe('s2stress bench --quick', () => {
     const out: string[] = [];
     const err: string[] = [];
     // The spinlocks' scaling points only (the rwlock's would add ~10 s; its threads-mode runs are tested in rwlock.test.ts).
-    const code = await main(['bench', '--quick', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--lock', 'ticket,tas', '--seed', '3', '--json', json], {
+    // Every section but dirty-log (tested below).
+    const code = await main(['bench', '--quick', '--only', 'lock,tlb,fault,scaling,overhead,sim', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--lock', 'ticket,tas', '--seed', '3', '--json', json], {
       out: (s) => out.push(s),
       err: (s) => err.push(s),
     });
@@ -49,6 +103,51 @@ describe('s2stress bench --quick', () => {
     const [lo, hi] = r.overhead.faultsRatioCi;
     expect(lo <= r.overhead.faultsRatio && r.overhead.faultsRatio <= hi).toBe(true);
     expect(r.targets.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it(`dirty-log: dirty_log_perf_test, fixed against 6.2 at ${DIRTY_LOG_VCPUS.join(', ')} vCPUs, with the upstream figures`, async () => {
+    const json = join(mkdtempSync(join(tmpdir(), 's2bench-')), 'bench.json');
+    const out: string[] = [];
+    const err: string[] = [];
+    const seed = 5;
+    const code = await main(['bench', '--quick', '--only', 'dirty-log', '--seed', String(seed), '--json', json], {
+      out: (s) => out.push(s),
+      err: (s) => err.push(s),
+    });
+    expect(code, `seed ${seed}: ${err.join('\n')}`).toBe(0);
+    const d = JSON.parse(readFileSync(json, 'utf8')).dirtyLog;
+    expect(dirtyLogProblems(d, 'fixed', '6.2', DIRTY_LOG_VCPUS), `seed ${seed}`).toEqual([]);
+    const text = out.join('\n');
+    expect(text).toContain('dirty_log_perf_test');
+    expect(text).toMatch(/dirty ms\/iter fixed +6\.2 +fixed\/6\.2 +faults\/s fixed +6\.2 +wait\/fault ns fixed +6\.2 +faults waited fixed +6\.2 +upstream 6\.1-rc3 s +6\.2 s/);
+    // a row per vCPU count, the upstream figures beside 1, the others' right after
+    expect(text).toMatch(/^1 +[\d.]+ +[\d.]+ +[\d.]+x .* 0\.87 +0\.93 +0\.94x$/m);
+    expect(text).toMatch(/^2 +[\d.]+ +[\d.]+ +[\d.]+x /m);
+    expect(text).toMatch(/upstream also: 4 vCPUs 2\.39 -> 1\.27 s \(1\.88x\); 8 vCPUs 5\.01 -> 1\.39 s \(3\.60x\)/);
+    expect(text).toMatch(/real parallelism stops at \d+ vCPU/);
+    expect(d.profiles).toEqual({ old: { profile: 'fixed', lock: 'ticket' }, new: { profile: '6.2', lock: 'rwlock' } });
+    expect(d.rows.find((r: { vcpus: number }) => r.vcpus === 1).upstream).toEqual({ oldS: 0.87, newS: 0.93, ratio: 0.87 / 0.93 });
+    expect(d.upstream.points.map((p: { vcpus: number }) => p.vcpus)).toEqual([1, 4, 8, 16, 48]);
+    // The checks see a broken result: the new side's points replaced by the old side's (both sides the old profile).
+    const both = { ...d, points: d.points.map((p: Point) => (p.side === 'new' ? { ...d.points.find((q: Point) => q.side === 'old' && q.vcpus === p.vcpus), side: 'new' } : p)) };
+    expect(dirtyLogProblems(both, 'fixed', '6.2', DIRTY_LOG_VCPUS).filter((x) => x.includes('took no read side'))).toHaveLength(DIRTY_LOG_VCPUS.length);
+  });
+
+  it('--vcpu-mem, --profiles and --passes (dirty-log): bad values are exit code 2, naming the flag', async () => {
+    const { parseBenchArgs } = await import('../../bench/run.js');
+    expect(parseBenchArgs(['--vcpu-mem', '4M', '--profiles', '5.18,6.2', '--passes', '3'])).toMatchObject({ vcpuMem: 4 * 1024 * 1024, profiles: ['5.18', '6.2'], passes: 3 });
+    for (const [args, msg] of [
+      [['--vcpu-mem', '3M'], /--vcpu-mem takes guest bytes per vCPU, a multiple of 2M/],
+      [['--profiles', 'fixed'], /--profiles takes two profiles, old and new, as OLD,NEW/],
+      [['--profiles', 'fixed,6.3'], /--profiles takes two profiles.*got 'fixed,6\.3'/],
+      [['--passes', '0'], /--passes/],
+      [['--only', 'dirty-log', '--vcpus', '64', '--vcpu-mem', '1G'], /--vcpu-mem 1G x 64 vCPUs is 64G of guest memory; the model takes at most 16G/],
+    ] as const) {
+      const err: string[] = [];
+      const code = await main(['bench', ...args], { out: () => {}, err: (s) => err.push(s) });
+      expect(code, args.join(' ')).toBe(2);
+      expect(err.join('\n')).toMatch(msg);
+    }
   });
 
   it('bootstrap interval of a median: seeded, around the median, narrower with more pairs', () => {
