@@ -16,7 +16,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, PROFILES, canonicalProfile } from '../src/config.js';
 import { BUGS, FIXES, KERNEL_INFO, PROFILE_FINDS, PROFILE_INFO } from '../src/profiles.js';
-import { SCENARIOS } from './scenarios.js';
+import { ALL_SCENARIOS } from './scenarios.js';
 import { EXIT_CODES_HELP, RUN_FLAGS, RUN_FLAGS_DETAIL, RUN_FLAGS_HELP, type RunOptions, optionsFromReportConfig, parseRunArgs } from './options.js';
 import { SIGNAL_NUMBERS, destroyLivePools, runThreads } from './run.js';
 import { runSim } from './simrun.js';
@@ -66,7 +66,7 @@ function listCommand(args: string[], io: Out): number {
   let rows: Record<string, string>[];
   switch (what) {
     case 'scenarios':
-      rows = SCENARIOS.map((s) => ({ name: s.name, description: s.description }));
+      rows = ALL_SCENARIOS.map((s) => ({ name: s.name, description: s.description }));
       break;
     case 'bugs':
       rows = BUGS.map((b) => ({ name: b.name, description: b.description, invariant: b.expected, origin: b.origin, profile: b.profile ?? 'fixed' }));
