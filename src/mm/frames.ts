@@ -40,6 +40,8 @@ export const FRAME_HUGETLB = 1 << 1;
 export const FRAME_DEVICE = 1 << 2;
 /** A KSM page, shared read-only. */
 export const FRAME_KSM = 1 << 3;
+/** lock_page(): held by KSM while it makes the page stable (try_to_merge_one_page); do_wp_page() does not reuse a locked page. */
+export const FRAME_LOCKED = 1 << 6;
 
 /** Frees that must queue behind a freed frame before it is handed out again (while groups last). */
 export const QUARANTINE_FRAMES = 256;

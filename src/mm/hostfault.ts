@@ -31,6 +31,7 @@ import {
 import {
   FRAME_DEVICE,
   FRAME_KSM,
+  FRAME_LOCKED,
   FRAME_THP,
   ZERO_PFN,
   allocFrame,
@@ -184,8 +185,10 @@ export function doWpPage(kvm: Kvm, actor: Actor, gfn: number, seen: number): boo
   }
   const old = seen & HPTE_FRAME_MASK;
   const zero = isZeroPfn(old);
-  if (!zero && (Atomics.load(m, L.frameFlags + old) & FRAME_KSM) === 0) {
-    // wp_page_reuse()
+  // wp_page_reuse() for an anonymous page that is not KSM, and not locked
+  // (trylock_page(): KSM holds the lock while it makes the page stable; the
+  // kernel then waits and finds PageKsm, so it copies).
+  if (!zero && (Atomics.load(m, L.frameFlags + old) & (FRAME_KSM | FRAME_LOCKED)) === 0) {
     const v = hpteLock(kvm, actor, gfn);
     hpteUnlock(kvm, gfn, v === seen ? v | HPTE_WRITE : v);
     return true;

@@ -28,7 +28,7 @@ import {
   regionBacking,
   unlockPmdSet,
 } from './hostpt.js';
-import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_KSM, FRAME_THP, FRAME_ZERO, allocFrame, allocGroup, getPage, isHugeZeroFrame, isZeroPfn, putPage } from './frames.js';
+import { FRAME_DEVICE, FRAME_HUGETLB, FRAME_KSM, FRAME_LOCKED, FRAME_THP, FRAME_ZERO, allocFrame, allocGroup, getPage, isHugeZeroFrame, isZeroPfn, putPage } from './frames.js';
 import { setPteAtNotifyAndUnlock, splitHugeZeroPmd } from './hostfault.js';
 import {
   kvmMmuNotifierInvalidateRangeEnd,
@@ -278,8 +278,23 @@ export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean 
   const L = kvm.layout;
   if (a === b || !ksmRegion(regionBacking(kvm, a)) || !ksmRegion(regionBacking(kvm, b))) return false;
   actor.sched.point(SITE['host.op']);
+  // lock_page() on the page that becomes the stable KSM page, for the whole
+  // merge: do_wp_page() may not reuse it in place meanwhile (the kernel's
+  // trylock_page() fails, it waits, then finds PageKsm and copies).
+  const fa0 = Atomics.load(m, L.hpte + a) & HPTE_FRAME_MASK;
+  if (fa0 === 0 || (Atomics.or(m, L.frameFlags + fa0, FRAME_LOCKED) & FRAME_LOCKED) !== 0) return false;
+  try {
+    return ksmMergeLocked(kvm, actor, a, b, fa0);
+  } finally {
+    Atomics.and(m, L.frameFlags + fa0, ~FRAME_LOCKED);
+  }
+}
+
+function ksmMergeLocked(kvm: Kvm, actor: Actor, a: number, b: number, locked: number): boolean {
+  const m = kvm.m;
+  const L = kvm.layout;
   const va = writeProtectPage(kvm, actor, a);
-  if (va === 0) return false;
+  if (va === 0 || (va & HPTE_FRAME_MASK) !== locked) return false;
   const vb = writeProtectPage(kvm, actor, b);
   if (vb === 0) return false;
   const fa = va & HPTE_FRAME_MASK;
