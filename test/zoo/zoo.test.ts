@@ -99,7 +99,7 @@ describe('bug zoo detection', () => {
   // test/model/modern.test.ts. Here the clean modern runs carry its
   // candidate fix, so that any other report fails the test.
   it('the clean profiles (fixed; modern with --fix relax-checks-granule) pass every zoo configuration in threads mode', async () => {
-    const configs = new Set(BUGS.map((b) => JSON.stringify(withoutBug(zooArgs(b.name, 'threads', 1, { ...BUDGET, threadsMs: 1500 })))));
+    const configs = new Set(BUGS.map((b) => JSON.stringify(withoutBug(zooArgs(b.name, 'threads', 1, { ...BUDGET, threadsMs: 1000 })))));
     for (const c of configs) {
       const args = JSON.parse(c) as string[];
       if (args[args.indexOf('--profile') + 1] === 'modern') args.push('--fix', 'relax-checks-granule');
