@@ -226,6 +226,8 @@ export interface Protocol {
   // ---- candidate fixes (`--fix`): patches no kernel has, to try before posting ----
   /** relax-checks-granule: the relax path changes a leaf only at the fault's own granule, else -EAGAIN (the vCPU faults again with a fresh one). */
   fixRelaxChecksGranule: boolean;
+  /** no-change-pte: .change_pte() does nothing (6.10's removal applied to an older profile). */
+  fixNoChangePte: boolean;
 }
 
 export interface BugInfo {
@@ -516,7 +518,8 @@ export const BUGS: readonly BugInfo[] = [
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
 
 /**
- * Candidate fixes (`--fix NAME`): patches no kernel version has, for a
+ * Candidate fixes (`--fix NAME`): patches the chosen profile does not have
+ * (a candidate no kernel has, or a later kernel's change backported), for a
  * window the model found, so that a developer can run the patched protocol
  * against the same seeds before posting it. Off unless asked for.
  */
@@ -535,6 +538,13 @@ export const FIXES: readonly FixInfo[] = [
     description:
       'kvm_pgtable_stage2_relax_perms() relaxes the leaf only if its level is the fault granule; otherwise -EAGAIN, and the re-executed access faults with the granule of the entry it meets now',
     closes: 'the stale fault granule: a permission fault taken on a 4 KiB entry and handled after a block came back relaxes the block while logging',
+  },
+  {
+    name: 'no-change-pte',
+    field: 'fixNoChangePte',
+    description:
+      "kvm_mmu_notifier_change_pte() does nothing, as after 6.10 removed .change_pte(): the page a copy-on-write or a KSM merge installs is mapped by the guest's next fault (a backport for the profiles before 6.10; on 6.10 it changes nothing)",
+    closes: 'the change_pte window: a zap whose invalidate_range_start ran before a copy-on-write on the same page frees the page change_pte just mapped into stage 2',
   },
 ];
 
@@ -608,6 +618,7 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     lostRaceLeaksTable: false,
     unmapUnderReadLock: false,
     fixRelaxChecksGranule: false,
+    fixNoChangePte: false,
   };
   for (const name of bugs) {
     const info = BUGS.find((b) => b.name === name);
@@ -620,5 +631,6 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     (p[info.field] as boolean) = true;
   }
   if (p.blockOverTable) p.fixUnmapTableBeforeBlock = false;
+  if (p.fixNoChangePte) p.changePteNotifier = false;
   return p;
 }

@@ -195,7 +195,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
                          s2stress list profiles); the arm64 profiles from 5.18 take an rwlock mmu_lock
   --arch ARCH            TLB semantics: ${ARCHS.join('|')} (default: the architecture the profile ran on)
   --bug NAME             inject a defect (repeatable; s2stress list bugs)
-  --fix NAME             apply a candidate fix no kernel has (repeatable; s2stress list fixes)
+  --fix NAME             apply a candidate fix the profile lacks (repeatable; s2stress list fixes)
   --mode MODE            threads (default: one worker per actor, real parallelism) | sim (deterministic)
   --vcpus N              ${MIN_VCPUS} to ${MAX_VCPUS} (default 4)
   --guest-mem SIZE       2M to 16G, a multiple of 2M (default 1G)

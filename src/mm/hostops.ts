@@ -249,19 +249,19 @@ function ksmCandidate(kvm: Kvm, v: number): boolean {
 
 /**
  * write_protect_page(): make the host PTE read-only inside a notifier pair.
- * A page with a reference besides its mapping (a fault holding it) is left
- * alone, as the kernel's `page_mapcount + 1 + swapped != page_count` test
- * does (a KSM page is shared by design: its references are its mappings).
+ * A page with a reference besides its mapping and KSM's own (a fault holding
+ * it) is left alone, as the kernel's `page_mapcount + 1 + swapped !=
+ * page_count` test does (a KSM page is shared by design: its references are
+ * its mappings and the scanner's).
  */
-function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number): number {
+function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number, f: number): number {
   const v = hpteLock(kvm, actor, gfn);
   hpteUnlock(kvm, gfn, v);
-  if (!ksmCandidate(kvm, v)) return 0;
+  if (!ksmCandidate(kvm, v) || (v & HPTE_FRAME_MASK) !== f) return 0;
   if ((v & HPTE_WRITE) === 0) return v;
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, gfn, 1);
   const v2 = hpteLock(kvm, actor, gfn);
-  const f = v & HPTE_FRAME_MASK;
-  const pinned = (frameFlags(kvm, f) & FRAME_KSM) === 0 && frameRef(kvm, f) !== 1;
+  const pinned = (frameFlags(kvm, f) & FRAME_KSM) === 0 && frameRef(kvm, f) !== 2;
   const res = v2 === v && !pinned ? v & ~HPTE_WRITE : 0;
   hpteUnlock(kvm, gfn, res !== 0 ? res : v2);
   kvmMmuNotifierInvalidateRangeEnd(kvm, actor, gfn, 1);
@@ -269,43 +269,60 @@ function writeProtectPage(kvm: Kvm, actor: Actor, gfn: number): number {
 }
 
 /**
+ * The scanner's lookup of a page (follow_page(FOLL_GET) in
+ * scan_get_next_rmap_item() and get_mergeable_page()): under the entry's
+ * lock, a reference on the frame it maps, or 0 if it maps no candidate.
+ */
+function ksmGetPage(kvm: Kvm, actor: Actor, gfn: number): number {
+  const v = hpteLock(kvm, actor, gfn);
+  const f = ksmCandidate(kvm, v) ? v & HPTE_FRAME_MASK : 0;
+  if (f !== 0) getPage(kvm, f);
+  hpteUnlock(kvm, gfn, v);
+  return f;
+}
+
+/**
  * KSM: merge page `b` into the frame of page `a` when their contents are
- * equal: write-protect both, compare, then replace_page(): switch b's PTE
- * with set_pte_at_notify() (change_pte) inside a notifier pair.
+ * equal (cmp_and_merge_page() -> try_to_merge_two_pages()): the scanner
+ * holds a reference on both pages from its lookups to the end; it locks
+ * the page that becomes the stable KSM page, write-protects both, compares,
+ * then replace_page(): b's PTE, still what it write-protected, switches to
+ * a's frame with set_pte_at_notify() (change_pte) inside a notifier pair.
+ * As in the kernel, a's mapping is not looked at again: KSM's reference
+ * keeps the frame alive if a is unmapped or copied meanwhile.
  */
 export function ksmMerge(kvm: Kvm, actor: Actor, a: number, b: number): boolean {
   const m = kvm.m;
   const L = kvm.layout;
   if (a === b || !ksmRegion(regionBacking(kvm, a)) || !ksmRegion(regionBacking(kvm, b))) return false;
   actor.sched.point(SITE['host.op']);
+  const fa = ksmGetPage(kvm, actor, a);
+  if (fa === 0) return false;
+  const fb = ksmGetPage(kvm, actor, b);
   // lock_page() on the page that becomes the stable KSM page, for the whole
   // merge: do_wp_page() may not reuse it in place meanwhile (the kernel's
   // trylock_page() fails, it waits, then finds PageKsm and copies).
-  const fa0 = Atomics.load(m, L.hpte + a) & HPTE_FRAME_MASK;
-  if (fa0 === 0 || (Atomics.or(m, L.frameFlags + fa0, FRAME_LOCKED) & FRAME_LOCKED) !== 0) return false;
+  const locked = fb !== 0 && fb !== fa && (Atomics.or(m, L.frameFlags + fa, FRAME_LOCKED) & FRAME_LOCKED) === 0;
   try {
-    return ksmMergeLocked(kvm, actor, a, b, fa0);
+    return locked && ksmMergeLocked(kvm, actor, a, b, fa, fb);
   } finally {
-    Atomics.and(m, L.frameFlags + fa0, ~FRAME_LOCKED);
+    if (locked) Atomics.and(m, L.frameFlags + fa, ~FRAME_LOCKED);
+    if (fb !== 0) putPage(kvm, actor, fb);
+    putPage(kvm, actor, fa);
   }
 }
 
-function ksmMergeLocked(kvm: Kvm, actor: Actor, a: number, b: number, locked: number): boolean {
+function ksmMergeLocked(kvm: Kvm, actor: Actor, a: number, b: number, fa: number, fb: number): boolean {
   const m = kvm.m;
   const L = kvm.layout;
-  const va = writeProtectPage(kvm, actor, a);
-  if (va === 0 || (va & HPTE_FRAME_MASK) !== locked) return false;
-  const vb = writeProtectPage(kvm, actor, b);
+  if (writeProtectPage(kvm, actor, a, fa) === 0) return false;
+  const vb = writeProtectPage(kvm, actor, b, fb);
   if (vb === 0) return false;
-  const fa = va & HPTE_FRAME_MASK;
-  const fb = vb & HPTE_FRAME_MASK;
-  if (fa === fb) return false;
   // pages_identical(): both are read-only now, their content is stable
   if (Atomics.load(m, L.frameData + fa) !== Atomics.load(m, L.frameData + fb)) return false;
   kvmMmuNotifierInvalidateRangeStart(kvm, actor, b, 1);
   const vb2 = hpteLock(kvm, actor, b);
-  const va2 = Atomics.load(m, L.hpte + a);
-  if (vb2 !== vb || va2 !== va) {
+  if (vb2 !== vb) {
     hpteUnlock(kvm, b, vb2);
     kvmMmuNotifierInvalidateRangeEnd(kvm, actor, b, 1);
     return false;

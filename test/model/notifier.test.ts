@@ -23,6 +23,8 @@ import {
   kvmMmuNotifierInvalidateRangeStart,
   mmuNotifierRetry,
 } from '../../src/kvm/notifier.js';
+import { doWpPage } from '../../src/mm/hostfault.js';
+import type { ProfileName } from '../../src/config.js';
 import { collapseHugePage, ksmMerge, migratePage, splitHugePage, zapRange, SHADOW_DISCARDED } from '../../src/mm/hostops.js';
 import { FRAME_KSM, FRAME_THP } from '../../src/mm/frames.js';
 import { HPTE_FRAME_MASK, HPTE_WRITE } from '../../src/mm/hostpt.js';
@@ -224,6 +226,57 @@ describe('change_pte', () => {
     expect(checkTableConservation(kvm)).toEqual([]);
     expect(liveViolations(kvm)).toEqual([]);
   });
+
+  // The change_pte window (README, fidelity notes): a MADV_DONTNEED zap
+  // whose invalidate_range_start already ran, then a whole copy-on-write of
+  // a page of its range (wp_page_copy(): its own start, set_pte_at_notify(),
+  // end), then the zap clears the host PTE and frees the new page. arm's
+  // kvm_set_spte_handler() / arm64's kvm_set_spte_gfn() create the stage-2
+  // entry change_pte asks for, so stage 2 maps the freed page.
+  const windowCases: Array<{ profile: ProfileName; fixes: string[]; open: boolean }> = [
+    { profile: 'fixed', fixes: [], open: true },
+    { profile: '6.2', fixes: [], open: true },
+    { profile: '6.10', fixes: [], open: false },
+    { profile: 'fixed', fixes: ['no-change-pte'], open: false },
+    { profile: '6.2', fixes: ['no-change-pte'], open: false },
+  ];
+  for (const c of windowCases) {
+    const name = `${c.profile}${c.fixes.length ? ' --fix ' + c.fixes.join(' ') : ''}`;
+    it(`${name}: a copy-on-write inside a zap's notifier pair ${c.open ? 'leaves stage 2 mapping the page the zap frees (frame-use-after-free)' : 'leaves stage 2 unmapped: the next fault maps the page'}`, () => {
+      const w = world({ backing: 'anon', memPrealloc: false, profile: c.profile, fixes: c.fixes });
+      const { kvm } = w;
+      const [v0, v1] = w.vcpus;
+      guestAccess(kvm, v1, 9, true, wval(v1)); // keeps the PTE table alive
+      expect(guestAccess(kvm, v0, 5, false, 0)).toBe(0); // the zero page, read-only
+      const { actor: host, sched } = scripted(kvm, kvm.layout.hostActor);
+      let nf = 0;
+      sched.at('hostpt.lock', () => {
+        // the zap's start ran: stage 2 no longer maps 5; the CoW now
+        expect(s2Lookup(kvm, 5).level).toBe(0);
+        const seen = Atomics.load(kvm.m, kvm.layout.hpte + 5);
+        expect(doWpPage(kvm, v0, 5, seen)).toBe(true);
+        nf = hostFrame(kvm, 5);
+      });
+      expect(zapRange(kvm, host, 4, 3, scratch())).toBe(true);
+      expect(sched.pending()).toEqual([]);
+      expect(counter(kvm, 'cowBreaks')).toBe(1);
+      expect(frameRef(kvm, nf)).toBe(0);
+      expect(hostFrame(kvm, 5)).toBe(0);
+      const r = s2Lookup(kvm, 5);
+      const found = [...checkQuiescent(kvm), ...liveViolations(kvm)].map((v) => v.invariant);
+      if (c.open) {
+        expect(counter(kvm, 'changePte')).toBe(1);
+        expect([r.level, descOa(r.desc), descWritable(r.desc)]).toEqual([LEVEL_PTE, nf, false]);
+        expect(found).toContain('frame-use-after-free');
+      } else {
+        expect(counter(kvm, 'changePte')).toBe(0);
+        expect(r.level).toBe(0);
+        expect(found).toEqual([]);
+        expect(guestAccess(kvm, v0, 5, false, 0)).toBe(0);
+        clean(kvm);
+      }
+    });
+  }
 });
 
 describe('TLB flush completion', () => {

@@ -166,6 +166,38 @@ describe('host operations on a page an in-flight fault holds', () => {
     expect(hostFrame(kvm, 6)).toBe(hostFrame(kvm, 5));
     clean(kvm);
   });
+
+  it('a copy-on-write of the page KSM merges into, between its write-protect and replace_page(), leaves the frame alive on KSM\'s reference: the other page maps it, nothing is freed twice', () => {
+    const w = world({ backing: 'anon' });
+    const { kvm } = w;
+    const [v0] = w.vcpus;
+    const { actor: ksm, sched } = scripted(kvm, kvm.layout.hostActor);
+    const same = wval(v0);
+    guestAccess(kvm, v0, 5, true, same);
+    guestAccess(kvm, v0, 6, true, same);
+    const fa = hostFrame(kvm, 5);
+    const fb = hostFrame(kvm, 6);
+    // The scanner's host PTE locks: its lookups of 5 and 6, then
+    // write_protect_page() of 5 (twice: look, then change); the fifth is
+    // write_protect_page() of 6: the guest writes page 5 there.
+    const later = wval(v0);
+    let cow = false;
+    for (let i = 0; i < 4; i++) sched.at('hostpt.lock', () => {});
+    sched.at('hostpt.lock', () => {
+      expect(hpte(kvm, 5) & HPTE_WRITE).toBe(0);
+      guestAccess(kvm, v0, 5, true, later);
+      cow = hostFrame(kvm, 5) !== fa;
+    });
+    expect(ksmMerge(kvm, ksm, 5, 6)).toBe(true);
+    expect(sched.pending()).toEqual([]);
+    expect(cow).toBe(true);
+    expect(hostFrame(kvm, 6)).toBe(fa);
+    expect(frameRef(kvm, fa)).toBe(1);
+    expect(frameRef(kvm, fb)).toBe(0);
+    expect(guestAccess(kvm, v0, 6, false, 0)).toBe(same);
+    expect(guestAccess(kvm, v0, 5, false, 0)).toBe(later);
+    clean(kvm);
+  });
 });
 
 describe('aiming at pages in use and at edges', () => {
