@@ -6,7 +6,7 @@
  * runs of a kind the contended path was taken (an actor preempted while
  * holding mmu_lock, another blocked on it). Other invariants belong to the
  * model (v14 and v15 have known defects). The rwlock has its own, shorter
- * matrix in rwlock-sim.test.ts (this one costs ~30 s of test time per
+ * matrix in rwlock-sim.test.ts (this one costs ~15 s of test time per
  * kind). Needs `npm run build`.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +28,7 @@ for (const lock of SPINLOCK_KINDS) {
     for (const s of SCENARIOS) {
       for (const profile of PROFILES) {
         it(`${s.name}, ${profile}`, async () => {
-          const o = { ...defaultOptions(), mode: 'sim' as const, scenario: s.name, profile, lock, vcpus: 2, guestMem: 8 * 1024 * 1024, ops: 4000, seed: SEED, quiet: true };
+          const o = { ...defaultOptions(), mode: 'sim' as const, scenario: s.name, profile, lock, vcpus: 2, guestMem: 8 * 1024 * 1024, ops: 2500, seed: SEED, quiet: true };
           const r = await runSim(o);
           expectLockCorrect(r, lock, SEED);
           contentions += r.lock.contentions;
