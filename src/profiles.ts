@@ -532,9 +532,9 @@ export const BUGS: readonly BugInfo[] = [
     name: 'split-keeps-write',
     field: 'splitKeepsWrite',
     description:
-      'eager page splitting (stage2_split_walker -> kvm_pgtable_stage2_create_unlinked) gives the new PTEs write permission although the block they replace was write-protected: writes to the split range no longer fault and are not logged',
-    expected: 'migration-equal',
-    also: ['selftest-dirty-log'],
+      'eager page splitting (stage2_split_walker -> kvm_pgtable_stage2_create_unlinked) gives the new PTEs write permission although the block they replace was write-protected: writes to the split range no longer fault and are not logged, and a split huge zero page becomes writable to the guest',
+    expected: 'no-block-while-logging',
+    also: ['migration-equal', 'selftest-dirty-log', 'stage2-host-coherent', 'frame-conservation', 'shadow-equal'],
     origin: 'defect class: a split that does not inherit the block\'s permissions (kvm_pgtable_stage2_pte_prot(pte))',
     profile: 'modern',
   },

@@ -25,7 +25,7 @@ import { rcuPendingTables } from '../sync/rcu.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
 import { FC_POOL_EMPTY, FRAME_DEVICE, FRAME_THP, ZERO_PFN, forEachFreeFrame, freeFrameCount, isHugeZeroFrame, zeroPageExpectedRef } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
-import { LOG_OFF, LOG_ON, SLOTW, rangeWriteProtectedSinceLogging, slotWord } from '../kvm/memslot.js';
+import { LOG_OFF, LOG_ON, SLOTW, kvmDirtyLogManualProtectAndInitSet, rangeWriteProtectedSinceLogging, slotWord } from '../kvm/memslot.js';
 import { INV, INVARIANTS, type InvariantName } from './names.js';
 import { actorName } from '../vm.js';
 import type { Actor } from '../sync/actor.js';
@@ -213,6 +213,19 @@ function forWritableBlocks(kvm: Kvm, slot: number, found: (gfn: number, desc: nu
   }
 }
 
+/** Each page of `slot` mapped writable by a PTE whose dirty bit is clear: its gfn and descriptor. */
+function forWritableUndirtyPages(kvm: Kvm, slot: number, found: (gfn: number, desc: number) => void): void {
+  const m = kvm.m;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const n = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  const bitmap = m[slotWord(kvm, slot, SLOTW.BITMAP)];
+  for (let i = 0; i < n; i++) {
+    const r = s2Lookup(kvm, base + i);
+    if (r.level !== LEVEL_PTE || !descWritable(r.desc)) continue;
+    if (((Atomics.load(m, bitmap + (i >>> 5)) >>> (i & 31)) & 1) === 0) found(base + i, r.desc);
+  }
+}
+
 /**
  * no-block-while-logging at the instant it starts to hold: when logging-on
  * returns (KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES), the
@@ -230,6 +243,17 @@ export function checkLoggingOnReturned(kvm: Kvm, actor: Actor, slot: number): nu
     found++;
     kvm.violation(INV['no-block-while-logging'], actor.id, 1, slot, gfn, desc);
   });
+  // With eager splitting the blocks became PTE tables at logging-on: the
+  // new PTEs inherit the write-protect, so a writable one is a page a fault
+  // made writable since, and that fault marked it dirty (the checker holds
+  // mmu_lock: no fault is between its map and its mark_page_dirty). Only
+  // with --eager-split-chunk, and not under INITIALLY_SET (nothing was
+  // write-protected, and every bit starts set).
+  if ((kvm.cfg.eagerSplitChunk ?? 0) > 0 && !kvmDirtyLogManualProtectAndInitSet(kvm)) {
+    forWritableUndirtyPages(kvm, slot, (gfn, desc) => {
+      if (found++ < 8) kvm.violation(INV['no-block-while-logging'], actor.id, 2, slot, gfn, desc);
+    });
+  }
   kvm.mmuLock.unlock(actor);
   return found;
 }
@@ -611,7 +635,10 @@ export function liveViolations(kvm: Kvm): Violation[] {
         if (kind === 1) extra.gfn = a;
         break;
       case 'no-block-while-logging':
-        message = `slot ${a}: when logging-on returned, gfn ${b}..${b + 511} was mapped by a writable block (${describeDesc(cc, LEVEL_PMD)}): writes to it are not logged`;
+        message =
+          kind === 2
+            ? `slot ${a}: when logging-on returned (eager splitting on), gfn ${b} was mapped writable (${describeDesc(cc, LEVEL_PTE)}) but is not dirty: the split did not keep the block's write-protect, and writes to it are not logged`
+            : `slot ${a}: when logging-on returned, gfn ${b}..${b + 511} was mapped by a writable block (${describeDesc(cc, LEVEL_PMD)}): writes to it are not logged`;
         extra.gfn = b;
         break;
       case 'selftest-dirty-log':
