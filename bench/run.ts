@@ -8,6 +8,7 @@
  */
 import { writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import { EAGER_SPLIT_PROFILE, eagerSplitBench, type EagerSplitResult } from './eagersplit.js';
 import { ConfigError, LOCK_KINDS, type LockKind, formatBytes } from '../src/config.js';
 import { parseDuration, parseFloatFlag, parseIntFlag, parseSize, formatDuration } from '../stress/units.js';
 import { VERSION } from '../stress/report.js';
@@ -21,7 +22,7 @@ import type { ProfileName } from '../src/config.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
-export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log'] as const;
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log', 'eager-split'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** DESIGN.md section 7. */
@@ -55,6 +56,8 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
   --pairs        statistics-overhead runs: pairs of (on, off); default 10
   --overhead-vcpus  vCPUs of the statistics-overhead runs (a contended run); default: as many as cores, at least 2
   --contend-pairs   pairs of (on, off) rounds of the contended lock loop; default 10 (--quick 2)
+  eager-split    logging on with and without eager splitting (6.10, THP, chunk 0 against 2M), the dirty-log
+                 section's passes; --vcpus, --vcpu-mem, --passes and --seed apply
   --vcpu-mem     dirty-log section: guest bytes per vCPU (dirty_log_perf_test's -b), a multiple of 2M; default 16M
   --profiles     dirty-log section: the two profiles side by side, OLD,NEW (default ${DEFAULT_PROFILES.join(',')}; each
                  with its own mmu_lock); --vcpus and --seed apply; every page is written (not --write-pct)
@@ -238,6 +241,7 @@ export interface BenchResults {
   sim: SimSpeedResult | null;
   /** dirty_log_perf_test, old profile against new, with the upstream figures (bench/dirtylog.ts). */
   dirtyLog: DirtyLogResult | null;
+  eagerSplit: EagerSplitResult | null;
   targets: Target[];
 }
 
@@ -314,6 +318,33 @@ const fmtMs = (x: number | null): string => (x === null ? '' : x >= 100 ? x.toFi
 const fmtPct = (x: number): string => `${(x * 100).toFixed(x > 0 && x < 0.001 ? 3 : 1)}%`;
 
 /** The dirty-log section: the side-by-side table with the upstream figures, the details, the notes. */
+function formatEagerSplit(e: EagerSplitResult): string[] {
+  const f = (x: number | null, d = 2): string => (x === null ? '' : `${x.toFixed(d)}x`);
+  return [
+    title(
+      `Eager page splitting (profile ${e.profile}, THP guest, ${e.vcpuMem} per vCPU, dirty_log_perf_test's passes: populate, logging on, iterations; ${e.passes} measured pass(es) after a warm-up; chunk 0 = off against 2M):`,
+    ),
+    table(
+      ['vCPUs', 'logging on ms off', 'on', 'on/off', 'first-iteration faults off', 'on', 'on/off', 'first iteration ms off', 'on', 'on/off', 'splits by faults off', 'eager splits on'],
+      e.rows.map((r) => [
+        `${r.vcpus}`,
+        r.off.enableMs.toFixed(2),
+        r.on.enableMs.toFixed(2),
+        f(r.enableRatio),
+        r.off.firstFaults.toFixed(0),
+        r.on.firstFaults.toFixed(0),
+        f(r.firstFaultsRatio),
+        r.off.firstMs.toFixed(1),
+        r.on.firstMs.toFixed(1),
+        f(r.firstMsRatio),
+        `${r.off.faultSplits}`,
+        `${r.on.eagerSplits}`,
+      ]),
+    ),
+    `  each run: ${e.command}; splits are over the whole run (warm-up included)`,
+  ];
+}
+
 function formatDirtyLog(d: DirtyLogResult): string[] {
   const o = d.profiles.old.profile;
   const n = d.profiles.new.profile;
@@ -407,6 +438,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     overhead: null,
     sim: null,
     dirtyLog: null,
+    eagerSplit: null,
     targets: [],
   };
   const T = res.targets;
@@ -486,6 +518,10 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     progress(`dirty-log: dirty_log_perf_test, ${o.profiles.join(' against ')}, ${o.vcpus.join('/')} vCPUs x ${formatBytes(o.vcpuMem)}, 1 warm-up + ${o.passes} pass(es) each ...`);
     res.dirtyLog = await dirtyLogBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
   }
+  if (want('eager-split')) {
+    progress(`eager-split: logging on with and without eager splitting, ${EAGER_SPLIT_PROFILE}, THP, ${o.vcpus.join('/')} vCPUs x ${formatBytes(o.vcpuMem)}, 1 warm-up + ${o.passes} pass(es) each ...`);
+    res.eagerSplit = await eagerSplitBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
+  }
   machine.loadavgEnd = os.loadavg();
   return res;
 }
@@ -561,6 +597,7 @@ function formatSections(r: BenchResults): string {
   }
   if (r.sim) out.push('', formatSimSpeed(r.sim));
   if (r.dirtyLog) out.push('', ...formatDirtyLog(r.dirtyLog));
+  if (r.eagerSplit) out.push('', ...formatEagerSplit(r.eagerSplit));
   if (r.targets.length) {
     out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
   }
@@ -593,7 +630,12 @@ export async function main(args: string[], io: Io): Promise<number> {
   io.out(formatBench(r));
   if (o.json) writeFileSync(o.json, JSON.stringify(r, null, 2) + '\n');
   if (o.markdown) writeFileSync(o.markdown, formatBench(r, 'markdown') + '\n');
-  const runs = [...(r.scaling?.points ?? []), ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? []), ...(r.dirtyLog?.points ?? [])];
+  const runs = [
+    ...(r.scaling?.points ?? []),
+    ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? []),
+    ...(r.dirtyLog?.points ?? []),
+    ...(r.eagerSplit?.rows.flatMap((x) => [x.off, x.on]) ?? []),
+  ];
   if (runs.some((p) => p.error)) return 3;
   if (runs.some((p) => p.result === 'fail')) return 1;
   return 0;

@@ -40,6 +40,24 @@ export type Backing = (typeof BACKINGS)[number];
 export const LOCK_KINDS = ['ticket', 'tas', 'rwlock'] as const;
 export type LockKind = (typeof LOCK_KINDS)[number];
 
+/**
+ * Manual-protect dirty logging (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2):
+ * `off` (KVM_GET_DIRTY_LOG clears and write-protects), `on`
+ * (KVM_GET_DIRTY_LOG only copies the bitmap; KVM_CLEAR_DIRTY_LOG clears and
+ * write-protects), `initially-set` (`on` with KVM_DIRTY_LOG_INITIALLY_SET:
+ * the bitmap starts all ones and logging-on write-protects nothing).
+ */
+export const MANUAL_PROTECT = ['off', 'on', 'initially-set'] as const;
+export type ManualProtect = (typeof MANUAL_PROTECT)[number];
+
+/**
+ * KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE values the kernel accepts with 4 KiB
+ * pages: 0 (off) or a block size the page table supports
+ * (kvm_is_block_size_supported: a power of two in kvm_supported_block_sizes(),
+ * the granules of levels KVM_PGTABLE_MIN_BLOCK_LEVEL (1) to 3: 1G, 2M, 4K).
+ */
+export const EAGER_SPLIT_CHUNKS = [0, 4096, 2 * 1024 * 1024, 1024 * 1024 * 1024] as const;
+
 export const MIN_VCPUS = 1;
 export const MAX_VCPUS = 64;
 export const MIN_GUEST_MEM = PMD_SIZE;
@@ -102,6 +120,10 @@ export interface ModelConfig {
    * call, which sim mode uses: its scheduler then decides who runs. Default 64.
    */
   condReschedEvery?: number;
+  /** Manual-protect dirty logging (`--manual-protect`); absent = `off`. */
+  manualProtect?: ManualProtect;
+  /** KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE in bytes (`--eager-split-chunk`); absent or 0 = off. */
+  eagerSplitChunk?: number;
 }
 
 /** The kernel's granule of lock drops in long walks: one 1 GiB PGD entry. */
@@ -190,6 +212,17 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
     throw new ConfigError(
       '--resched-granule',
       `--resched-granule must be a power of two from ${formatBytes(RESCHED_GRANULE_MIN)} to ${formatBytes(RESCHED_GRANULE_DEFAULT)} (one PGD entry), got ${formatBytes(rg)}`,
+    );
+  }
+  const mp = c.manualProtect ?? 'off';
+  if (!(MANUAL_PROTECT as readonly string[]).includes(mp)) {
+    throw new ConfigError('--manual-protect', `--manual-protect must be one of ${MANUAL_PROTECT.join('|')}, got '${mp}'`);
+  }
+  const ch = c.eagerSplitChunk ?? 0;
+  if (!(EAGER_SPLIT_CHUNKS as readonly number[]).includes(ch)) {
+    throw new ConfigError(
+      '--eager-split-chunk',
+      `--eager-split-chunk must be 0 (off) or a block size the stage-2 page table supports with 4K pages (4K, 2M, 1G; kvm_is_block_size_supported), got ${formatBytes(ch)}`,
     );
   }
   const ce = c.condReschedEvery ?? 64;

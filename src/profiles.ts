@@ -6,7 +6,7 @@
  * is derived from the version, so a later profile has every earlier fix.
  */
 import type { InvariantName } from './check/names.js';
-import { type Arch, type KernelProfile, type ProfileName, canonicalProfile } from './config.js';
+import { type Arch, ConfigError, KERNEL_PROFILES, type KernelProfile, type ManualProtect, type ProfileName, canonicalProfile, formatBytes } from './config.js';
 
 export interface KernelInfo {
   /** major * 100 + minor; v14 (posted Nov 2014, before the 4.0 merge) is 3.18's cycle. */
@@ -222,6 +222,10 @@ export interface Protocol {
   wpUnderReadLock: boolean;
   lostRaceLeaksTable: boolean;
   unmapUnderReadLock: boolean;
+  clearNoFlush: boolean;
+  splitKeepsWrite: boolean;
+  initiallySetSkipsWp: boolean;
+  splitCacheLeak: boolean;
 
   // ---- candidate fixes (`--fix`): patches no kernel has, to try before posting ----
   /** relax-checks-granule: the relax path changes a leaf only at the fault's own granule, else -EAGAIN (the vCPU faults again with a fresh one). */
@@ -513,6 +517,46 @@ export const BUGS: readonly BugInfo[] = [
     origin: 'defect class: a notifier under the read side (kvm_unmap_gfn_range needs the write lock)',
     profile: 'modern',
   },
+  // ---- manual-protect dirty logging and eager page splitting (modern, with their flags: stress/zoo.ts) ----
+  {
+    name: 'clear-no-flush',
+    field: 'clearNoFlush',
+    description:
+      'KVM_CLEAR_DIRTY_LOG (kvm_clear_dirty_log_protect) write-protects the cleared pages under mmu_lock but skips kvm_flush_remote_tlbs_memslot(): vCPUs keep writing through their writable TLB entries without faulting, and those writes are not logged',
+    expected: 'migration-equal',
+    also: ['break-before-make', 'tlb-coherent'],
+    origin: 'defect class: the harvest-no-flush mistake in the manual-protect path (the flush moved out of kvm_get_dirty_log_protect in 5.0)',
+    profile: 'modern',
+  },
+  {
+    name: 'split-keeps-write',
+    field: 'splitKeepsWrite',
+    description:
+      'eager page splitting (stage2_split_walker -> kvm_pgtable_stage2_create_unlinked) gives the new PTEs write permission although the block they replace was write-protected: writes to the split range no longer fault and are not logged, and a split huge zero page becomes writable to the guest',
+    expected: 'no-block-while-logging',
+    also: ['migration-equal', 'selftest-dirty-log', 'stage2-host-coherent', 'frame-conservation', 'shadow-equal'],
+    origin: 'defect class: a split that does not inherit the block\'s permissions (kvm_pgtable_stage2_pte_prot(pte))',
+    profile: 'modern',
+  },
+  {
+    name: 'initially-set-skips-wp',
+    field: 'initiallySetSkipsWp',
+    description:
+      'with KVM_DIRTY_LOG_INITIALLY_SET, kvm_arch_mmu_enable_log_dirty_pt_masked() assumes the cleared pages are already write-protected and skips stage2_wp_range(): pages and blocks mapped writable before logging-on stay writable after their CLEAR, and their writes are lost to the migration',
+    expected: 'migration-equal',
+    also: ['no-block-while-logging', 'selftest-dirty-log'],
+    origin: 'defect class: INITIALLY_SET taken to mean "already protected" (it means "not protected yet: protect at CLEAR")',
+    profile: 'modern',
+  },
+  {
+    name: 'split-cache-leak',
+    field: 'splitCacheLeak',
+    description:
+      'kvm_arch_commit_memory_region() does not free the eager-split cache (kvm_mmu_free_memory_cache(&kvm->arch.mmu.split_page_cache)) when logging goes off: up to kvm_mmu_split_nr_page_tables(chunk) table pages stay allocated with nothing logging',
+    expected: 'table-conservation',
+    origin: 'defect class: a cache not given back on one path (the free added in the eager-split series for logging-off and memslot delete)',
+    profile: 'modern',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -617,6 +661,10 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     wpUnderReadLock: false,
     lostRaceLeaksTable: false,
     unmapUnderReadLock: false,
+    clearNoFlush: false,
+    splitKeepsWrite: false,
+    initiallySetSkipsWp: false,
+    splitCacheLeak: false,
     fixRelaxChecksGranule: false,
     fixNoChangePte: false,
   };
@@ -633,4 +681,48 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
   if (p.blockOverTable) p.fixUnmapTableBeforeBlock = false;
   if (p.fixNoChangePte) p.changePteNotifier = false;
   return p;
+}
+
+/**
+ * The kernel features behind `--manual-protect` and `--eager-split-chunk`,
+ * with the kernel version that brought each (major * 100 + minor):
+ * - KVM_CLEAR_DIRTY_LOG and manual protect: 2a31b9db1535 "kvm: introduce
+ *   manual dirty log reprotect" (5.0; the capability was renamed
+ *   KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 in 5.2, d7547c55cbe7);
+ * - KVM_DIRTY_LOG_INITIALLY_SET: 3c9bd4006bfc "KVM: x86: enable dirty log
+ *   gradually in small chunks" (5.7; arm64 honours it in
+ *   kvm_arch_commit_memory_region from c862626e19ef, 5.8);
+ * - KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: the eager page splitting series of
+ *   Ricardo Koller (6.5).
+ */
+export const FEATURE_SINCE = { manualProtect: 500, initiallySet: 508, eagerSplit: 605 } as const;
+
+/** The first profile (oldest first) whose kernel version is at least `v`. */
+export function firstProfileSince(v: number): KernelProfile {
+  return KERNEL_PROFILES.find((k) => KERNEL_INFO[k].version >= v)!;
+}
+
+/**
+ * Refuse a dirty-logging feature the profile's kernel does not have, with an
+ * error naming the flag and the first profile that has it (exit 2).
+ */
+export function checkProfileFeatures(c: { profile: ProfileName; manualProtect?: ManualProtect; eagerSplitChunk?: number }): void {
+  const kernel = canonicalProfile(c.profile);
+  const v = KERNEL_INFO[kernel].version;
+  const mp = c.manualProtect ?? 'off';
+  const need = mp === 'initially-set' ? FEATURE_SINCE.initiallySet : mp === 'on' ? FEATURE_SINCE.manualProtect : 0;
+  if (v < need) {
+    const what = mp === 'initially-set' ? 'KVM_DIRTY_LOG_INITIALLY_SET (Linux 5.7; on arm64 5.8)' : 'KVM_CLEAR_DIRTY_LOG (Linux 5.0)';
+    throw new ConfigError(
+      '--manual-protect',
+      `--manual-protect ${mp} needs ${what}: profile ${c.profile} does not have it; the first profile that does is ${firstProfileSince(need)}`,
+    );
+  }
+  const ch = c.eagerSplitChunk ?? 0;
+  if (ch !== 0 && v < FEATURE_SINCE.eagerSplit) {
+    throw new ConfigError(
+      '--eager-split-chunk',
+      `--eager-split-chunk ${formatBytes(ch)} needs eager page splitting (KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE, Linux 6.5): profile ${c.profile} does not have it; the first profile that does is ${firstProfileSince(FEATURE_SINCE.eagerSplit)} (0, the default, is off)`,
+    );
+  }
 }

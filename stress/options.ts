@@ -7,8 +7,8 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
-import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ProfileName } from '../src/config.js';
-import { BUG_NAMES, FIX_NAMES, resolveProtocol } from '../src/profiles.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MANUAL_PROTECT, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ManualProtect, type ProfileName } from '../src/config.js';
+import { BUG_NAMES, FEATURE_SINCE, FIX_NAMES, checkProfileFeatures, firstProfileSince, resolveProtocol } from '../src/profiles.js';
 import { ALL_SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
 
@@ -70,6 +70,10 @@ export interface RunOptions {
   memPrealloc: boolean;
   /** Bytes a long stage-2 walk covers between cond_resched_lock() calls (1 GiB, down to 2 MiB). */
   reschedGranule: number;
+  /** Manual-protect dirty logging: off (absent in older reports), on, initially-set. */
+  manualProtect?: ManualProtect;
+  /** KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE in bytes, 0 = off (absent in older reports). */
+  eagerSplitChunk?: number;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -122,6 +126,8 @@ export function defaultOptions(): RunOptions {
     stopStep: null,
     memPrealloc: false,
     reschedGranule: RESCHED_GRANULE_DEFAULT,
+    manualProtect: 'off',
+    eagerSplitChunk: 0,
   };
 }
 
@@ -172,6 +178,8 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--no-lock-stats': { value: false, applies: 'both' },
   '--mem-prealloc': { value: false, applies: 'both' },
   '--resched-granule': { value: true, applies: 'both' },
+  '--manual-protect': { value: true, applies: 'both' },
+  '--eager-split-chunk': { value: true, applies: 'both' },
   '--lock-hold-sample': { value: true, applies: 'both' },
   '--crash-actor': { value: true, applies: 'both' },
   '--stop-step': { value: true, applies: 'sim' },
@@ -185,7 +193,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--write-pct P] [--lock ticket|tas|rwlock] [--duration TIME | --ops N] [--seed N]
              [--json FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
-             [--resched-granule SIZE]
+             [--resched-granule SIZE] [--manual-protect off|on|initially-set] [--eager-split-chunk SIZE]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
@@ -215,6 +223,11 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --no-lock-stats        keep no lock statistics
   --mem-prealloc         fault guest RAM in at start (QEMU -mem-prealloc); default: untouched (zero page)
   --resched-granule SIZE stage-2 walks offer cond_resched_lock() every SIZE, 2M to 1G (default 1G)
+  --manual-protect MODE  off (default) | on | initially-set: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, each harvest is
+                         KVM_GET_DIRTY_LOG then KVM_CLEAR_DIRTY_LOG chunk by chunk; initially-set adds
+                         KVM_DIRTY_LOG_INITIALLY_SET (profiles ${firstProfileSince(FEATURE_SINCE.manualProtect)} on; initially-set ${firstProfileSince(FEATURE_SINCE.initiallySet)} on)
+  --eager-split-chunk SIZE  KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: 0 (default, off), 4K, 2M or 1G; blocks split
+                         when logging goes on (in CLEAR with initially-set) (profiles ${firstProfileSince(FEATURE_SINCE.eagerSplit)} on)
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
@@ -336,6 +349,12 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--resched-granule':
         o.reschedGranule = parseSize(arg, value);
         break;
+      case '--manual-protect':
+        o.manualProtect = oneOf(arg, value, MANUAL_PROTECT);
+        break;
+      case '--eager-split-chunk':
+        o.eagerSplitChunk = value === '0' ? 0 : parseSize(arg, value);
+        break;
       case '--crash-actor':
         if (!/^(vcpu\d+|hostmm|migrator)$/.test(value)) throw new ConfigError(arg, `--crash-actor takes vcpuN (N below --vcpus), hostmm or migrator, got '${value}'`);
         o.crashActor = value;
@@ -379,7 +398,8 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
   // The profile picks mmu_lock's kind unless --lock says otherwise.
   if (!given.has('--lock') && o.lock === defaultOptions().lock) o.lock = profileLockKind(o.profile);
   o.lockOverride = lockOverrideOf(o);
-  validateModelConfig(toModelConfig(o), BUG_NAMES, FIX_NAMES);
+  const mc = validateModelConfig(toModelConfig(o), BUG_NAMES, FIX_NAMES);
+  checkProfileFeatures(mc);
   return o;
 }
 
@@ -413,6 +433,8 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     lockHoldSample: o.lockHoldSample ?? DEFAULT_MODEL.lockHoldSample,
     memPrealloc: o.memPrealloc ?? false,
     reschedGranule: o.reschedGranule ?? RESCHED_GRANULE_DEFAULT,
+    ...((o.manualProtect ?? 'off') !== 'off' ? { manualProtect: o.manualProtect } : {}),
+    ...((o.eagerSplitChunk ?? 0) !== 0 ? { eagerSplitChunk: o.eagerSplitChunk } : {}),
     // sim mode: cond_resched_lock() drops at every call and the scheduler decides who runs
     condReschedEvery: o.mode === 'sim' ? 1 : undefined,
   };
@@ -452,6 +474,8 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   if (!o.lockStats) a.push('--no-lock-stats');
   if (o.memPrealloc) a.push('--mem-prealloc');
   if ((o.reschedGranule ?? RESCHED_GRANULE_DEFAULT) !== RESCHED_GRANULE_DEFAULT) a.push('--resched-granule', pretty ? formatBytes(o.reschedGranule) : String(o.reschedGranule));
+  if ((o.manualProtect ?? 'off') !== 'off') a.push('--manual-protect', o.manualProtect!);
+  if ((o.eagerSplitChunk ?? 0) !== 0) a.push('--eager-split-chunk', pretty ? formatBytes(o.eagerSplitChunk!) : String(o.eagerSplitChunk));
   if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
   if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
   if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
@@ -491,6 +515,8 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'lockStats', type: 'boolean', flag: '--no-lock-stats', required: false },
   { field: 'memPrealloc', type: 'boolean', flag: '--mem-prealloc', required: false },
   { field: 'reschedGranule', type: 'int', flag: '--resched-granule', required: false },
+  { field: 'manualProtect', type: 'string', flag: '--manual-protect', required: false },
+  { field: 'eagerSplitChunk', type: 'int', flag: '--eager-split-chunk', required: false },
   { field: 'lockHoldSample', type: 'int', flag: '--lock-hold-sample', required: false },
   { field: 'crashActor', type: 'string', flag: '--crash-actor', required: false, nullable: true },
   { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },

@@ -86,6 +86,17 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // a run whose table pool ran dry could not stop its workers in time).
   'lost-race-leaks-table': { scenario: 'migrate', backing: 'thp', extra: ['--guest-mem', '4M', '--vcpus', '3'] },
   'unmap-under-read-lock': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
+  // ---- manual-protect dirty logging and eager splitting (their flags in `extra`) ----
+  // Harvests back to back with writes through the TLB: the missing flush shows at slots_lock's release.
+  'clear-no-flush': { scenario: 'migrate', backing: 'anon', extra: ['--manual-protect', 'on'] },
+  // Logging that comes and goes on a THP guest: writes map blocks back while
+  // logging is off, and each logging-on splits them; the live check when
+  // logging-on returns sees writable PTEs nobody marked dirty.
+  'split-keeps-write': { scenario: 'log-toggle', backing: 'thp', extra: ['--eager-split-chunk', '2M'] },
+  // Pages left writable by the previous migration stay writable after their CLEAR.
+  'initially-set-skips-wp': { scenario: 'migrate', backing: 'anon', extra: ['--manual-protect', 'initially-set'] },
+  // Cancelled migrations of a THP guest: splits at logging-on fill the cache; a check between two migrations sees it kept.
+  'split-cache-leak': { scenario: 'cancel', backing: 'thp', extra: ['--eager-split-chunk', '2M'] },
 };
 
 export interface ZooBudget {

@@ -11,8 +11,19 @@ import { XorShift32 } from '../sync/sched.js';
 import { CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, EV, INV } from '../check/names.js';
-import { kvmCreateMemslot, kvmDeleteMemslot, kvmDisableDirtyLogging, kvmEnableDirtyLogging, kvmGetDirtyLog } from '../kvm/memslot.js';
-import { copyAllPages, copyDirtyPages, compareDestination } from '../check/migration.js';
+import {
+  SLOTW,
+  kvmClearDirtyLog,
+  kvmCreateMemslot,
+  kvmDeleteMemslot,
+  kvmDisableDirtyLogging,
+  kvmEnableDirtyLogging,
+  kvmGetDirtyLog,
+  kvmGetDirtyLogManual,
+  kvmManualDirtyLogProtect,
+  slotWord,
+} from '../kvm/memslot.js';
+import { copyAllPages, copyDirtyPages, copyDirtyPagesRange, compareDestination } from '../check/migration.js';
 import { checkLoggingOnReturned } from '../check/invariants.js';
 import { hostReadPage } from '../mm/hostfault.js';
 import { RAM_SLOT } from '../vm.js';
@@ -52,11 +63,54 @@ export function resumeVcpus(kvm: Kvm, actor: Actor): void {
   kvm.trace(actor, EV.pause, 0);
 }
 
+/** QEMU's clear chunks: 64 pages (256 KiB, clear-bitmap-shift 6) to 2^18 pages (1 GiB, its default 18). */
+export const CLEAR_CHUNK_MIN_PAGES = 64;
+export const CLEAR_CHUNK_SHIFTS = 13;
+
+/**
+ * One harvest as QEMU does it, with the pages it reports copied:
+ * - manual protect off: KVM_GET_DIRTY_LOG (clears and write-protects), then
+ *   copy the dirty pages;
+ * - manual protect on: KVM_GET_DIRTY_LOG (a copy of the bitmap), then per
+ *   chunk of `chunkPages` (a multiple of 64 pages, as KVM requires) a
+ *   KVM_CLEAR_DIRTY_LOG of the bits it reported in that chunk, each taking
+ *   and dropping mmu_lock, and only then the chunk's pages copied
+ *   (migration_clear_memory_region_dirty_bitmap before the pages are sent:
+ *   a write after the copy must fault and be logged again).
+ * `copy` false: the log only (the selftests look at the snapshot).
+ */
+export function harvestDirtyLog(kvm: Kvm, actor: Actor, slot: number, snapshot: Int32Array, chunkPages: number, copy = true): number {
+  if (!kvmManualDirtyLogProtect(kvm)) {
+    const n = kvmGetDirtyLog(kvm, actor, slot, snapshot);
+    if (copy) copyDirtyPages(kvm, actor, slot, snapshot);
+    return n;
+  }
+  const n = kvmGetDirtyLogManual(kvm, actor, slot, snapshot);
+  const npages = kvm.m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  for (let first = 0; first < npages; first += chunkPages) {
+    const num = Math.min(chunkPages, npages - first);
+    let any = 0;
+    for (let i = first >>> 5; i < Math.ceil((first + num) / 32); i++) any |= snapshot[i];
+    if (any === 0) continue; // QEMU clears only chunks with dirty bits
+    kvmClearDirtyLog(kvm, actor, slot, first, num, snapshot);
+    if (copy) copyDirtyPagesRange(kvm, actor, slot, snapshot, first, first + num);
+  }
+  return n;
+}
+
+/** The clear chunk of a round (manual protect): 64 << k pages, k drawn; the whole slot otherwise. */
+function clearChunk(kvm: Kvm, rng: XorShift32 | null): number {
+  if (!kvmManualDirtyLogProtect(kvm) || rng === null) return 1 << 30;
+  return CLEAR_CHUNK_MIN_PAGES << rng.below(CLEAR_CHUNK_SHIFTS);
+}
+
 /**
  * One precopy migration. Returns false if the run ended part-way. The
  * migrator parks (safe points) between rounds, with logging still on.
+ * With manual protect each round's clears go chunk by chunk (the chunk
+ * drawn from `rng`); stop-and-copy gets and clears everything.
  */
-function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
+function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean, rng: XorShift32): boolean {
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   copyAllPages(kvm, actor, RAM_SLOT);
@@ -64,8 +118,7 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
     // Between rounds the guest runs on (a yield in sim mode, free in threads mode).
     actor.sched.idle(0);
     if (!safePoint(kvm, actor, false)) return false;
-    kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
-    copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+    harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, rng));
     kvm.count(actor, CNT.rounds);
   }
   actor.sched.idle(0);
@@ -78,8 +131,7 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
   // stop-and-copy
   if (!pauseVcpus(kvm, actor)) return false;
   kvm.trace(actor, EV['stop-and-copy'], 0);
-  kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
-  copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+  harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null));
   const res = compareDestination(kvm, actor, RAM_SLOT);
   kvm.count(actor, CNT.verifiedPages, res.verified);
   kvm.count(actor, CNT.mismatches, res.mismatches);
@@ -106,13 +158,13 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   if (!pauseVcpus(kvm, actor)) return;
-  kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+  harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
   Atomics.store(m, CTRL.ITERATION, 1);
   resumeVcpus(kvm, actor);
   let reported = 0;
   while (safePoint(kvm, actor, false)) {
     actor.sched.idle(p.migrationGapMs);
-    kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+    harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
     if (!pauseVcpus(kvm, actor)) return;
     const iter = Atomics.load(m, CTRL.ITERATION);
     for (let gfn = 0; gfn < L.ramPages; gfn++) {
@@ -150,7 +202,7 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
  */
 function teardownLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, rng: XorShift32): void {
   while (safePoint(kvm, actor, false)) {
-    if (!migrateOnce(kvm, actor, p, snapshot, rng.below(2) === 0)) return;
+    if (!migrateOnce(kvm, actor, p, snapshot, rng.below(2) === 0, rng)) return;
     tick(kvm, actor);
     actor.sched.idle(p.migrationGapMs);
     if (!safePoint(kvm, actor, false)) return;
@@ -229,7 +281,7 @@ function perfLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array):
       // Every vCPU waits for the next iteration: the counters stand still.
       log?.iteration(r === 0, ms, kvm.counter(CNT.faults) - faults, kvm.counter(CNT.accesses) - accesses);
       t = perfNow();
-      kvmGetDirtyLog(kvm, actor, RAM_SLOT, snapshot);
+      harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
       log?.harvested(perfNow() - t);
       kvm.count(actor, CNT.rounds);
       tick(kvm, actor);
@@ -271,7 +323,7 @@ export function runMigrator(kvm: Kvm, actor: Actor, p: ActorParams): void {
       continue;
     }
     const complete = p.migrator === 'migrate' || (p.migrator === 'mixed' && rng.below(2) === 0);
-    if (!migrateOnce(kvm, actor, p, snapshot, complete)) return;
+    if (!migrateOnce(kvm, actor, p, snapshot, complete, rng)) return;
     tick(kvm, actor);
     actor.sched.idle(p.migrationGapMs);
   }

@@ -20,12 +20,12 @@ import {
   describeDesc,
   pmdIsBlock,
 } from '../arch/stage2.js';
-import { TABLE_CACHED, TABLE_FREE, TABLE_LIVE, TABLE_RCU, s2Lookup, KBUG, LOCK_HELD, UAF, kvmPgd } from '../kvm/pgtable.js';
+import { TABLE_CACHED, TABLE_FREE, TABLE_LIVE, TABLE_RCU, s2Lookup, KBUG, LOCK_HELD, UAF, kvmPgd, splitCachePages } from '../kvm/pgtable.js';
 import { rcuPendingTables } from '../sync/rcu.js';
 import { HPTE_FRAME_MASK, HPTE_HUGE, HPTE_MIGRATING, HPTE_PRESENT, HPTE_WRITE } from '../mm/hostpt.js';
 import { FC_POOL_EMPTY, FRAME_DEVICE, FRAME_THP, ZERO_PFN, forEachFreeFrame, freeFrameCount, isHugeZeroFrame, zeroPageExpectedRef } from '../mm/frames.js';
 import { SHADOW_DISCARDED } from '../mm/hostops.js';
-import { LOG_ON, SLOTW, slotWord } from '../kvm/memslot.js';
+import { LOG_OFF, LOG_ON, SLOTW, kvmDirtyLogManualProtectAndInitSet, rangeWriteProtectedSinceLogging, slotWord } from '../kvm/memslot.js';
 import { INV, INVARIANTS, type InvariantName } from './names.js';
 import { actorName } from '../vm.js';
 import type { Actor } from '../sync/actor.js';
@@ -141,6 +141,22 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
     const base = L.memcache + a * L.memcacheWords;
     for (let i = 0; i < m[base]; i++) cached[m[base + 1 + i]] = 1;
   }
+  // kvm->arch.mmu.split_page_cache (eager page splitting): allocated, in no
+  // table; freed when logging goes off (kvm_arch_commit_memory_region), so
+  // it holds nothing while no slot logs.
+  const split = splitCachePages(kvm);
+  for (const t of split) cached[t] = 1;
+  if (split.length > 0) {
+    let logging = false;
+    for (let s = 0; s < MAX_MEMSLOTS; s++) {
+      if (m[slotWord(kvm, s, SLOTW.ACTIVE)] !== 0 && Atomics.load(m, slotWord(kvm, s, SLOTW.LOG_STATE)) !== LOG_OFF) logging = true;
+    }
+    if (!logging) {
+      c.add(`the eager-split cache holds ${split.length} table pages (#${split.slice(0, 4).join(', #')}${split.length > 4 ? ', ...' : ''}) while no slot is logging: kvm_arch_commit_memory_region frees it when logging goes off, so they leak`, {
+        table: split[0],
+      });
+    }
+  }
   const rcu = new Uint8Array(L.tables);
   for (const t of rcuPendingTables(kvm)) {
     if (rcu[t]) c.add(`table #${t} is queued twice for an RCU grace period (a double free to come)`, { table: t });
@@ -179,14 +195,34 @@ export function checkNoBlockWhileLogging(kvm: Kvm): Violation[] {
   return c.done();
 }
 
-/** Each 2 MiB range of `slot` mapped by a writable block: its first gfn and the block's descriptor. */
+/**
+ * Each 2 MiB range of `slot` mapped by a writable block while the kernel
+ * promises none: its first gfn and the block's descriptor. With
+ * KVM_DIRTY_LOG_INITIALLY_SET nothing is write-protected at logging-on, so
+ * a writable block is legal until a KVM_CLEAR_DIRTY_LOG write-protects a
+ * page of its range (kvm_arch_mmu_enable_log_dirty_pt_masked then
+ * write-protects the whole block, or splits it); only those ranges count.
+ */
 function forWritableBlocks(kvm: Kvm, slot: number, found: (gfn: number, desc: number) => void): void {
   const m = kvm.m;
   const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
   const end = base + m[slotWord(kvm, slot, SLOTW.NPAGES)];
   for (let gfn = base & ~511; gfn < end; gfn += 512) {
     const r = s2Lookup(kvm, gfn);
-    if (r.level === LEVEL_PMD && descWritable(r.desc)) found(gfn, r.desc);
+    if (r.level === LEVEL_PMD && descWritable(r.desc) && rangeWriteProtectedSinceLogging(kvm, slot, gfn, gfn + 512)) found(gfn, r.desc);
+  }
+}
+
+/** Each page of `slot` mapped writable by a PTE whose dirty bit is clear: its gfn and descriptor. */
+function forWritableUndirtyPages(kvm: Kvm, slot: number, found: (gfn: number, desc: number) => void): void {
+  const m = kvm.m;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const n = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  const bitmap = m[slotWord(kvm, slot, SLOTW.BITMAP)];
+  for (let i = 0; i < n; i++) {
+    const r = s2Lookup(kvm, base + i);
+    if (r.level !== LEVEL_PTE || !descWritable(r.desc)) continue;
+    if (((Atomics.load(m, bitmap + (i >>> 5)) >>> (i & 31)) & 1) === 0) found(base + i, r.desc);
   }
 }
 
@@ -207,6 +243,17 @@ export function checkLoggingOnReturned(kvm: Kvm, actor: Actor, slot: number): nu
     found++;
     kvm.violation(INV['no-block-while-logging'], actor.id, 1, slot, gfn, desc);
   });
+  // With eager splitting the blocks became PTE tables at logging-on: the
+  // new PTEs inherit the write-protect, so a writable one is a page a fault
+  // made writable since, and that fault marked it dirty (the checker holds
+  // mmu_lock: no fault is between its map and its mark_page_dirty). Only
+  // with --eager-split-chunk, and not under INITIALLY_SET (nothing was
+  // write-protected, and every bit starts set).
+  if ((kvm.cfg.eagerSplitChunk ?? 0) > 0 && !kvmDirtyLogManualProtectAndInitSet(kvm)) {
+    forWritableUndirtyPages(kvm, slot, (gfn, desc) => {
+      if (found++ < 8) kvm.violation(INV['no-block-while-logging'], actor.id, 2, slot, gfn, desc);
+    });
+  }
   kvm.mmuLock.unlock(actor);
   return found;
 }
@@ -588,7 +635,10 @@ export function liveViolations(kvm: Kvm): Violation[] {
         if (kind === 1) extra.gfn = a;
         break;
       case 'no-block-while-logging':
-        message = `slot ${a}: when logging-on returned, gfn ${b}..${b + 511} was mapped by a writable block (${describeDesc(cc, LEVEL_PMD)}): writes to it are not logged`;
+        message =
+          kind === 2
+            ? `slot ${a}: when logging-on returned (eager splitting on), gfn ${b} was mapped writable (${describeDesc(cc, LEVEL_PTE)}) but is not dirty: the split did not keep the block's write-protect, and writes to it are not logged`
+            : `slot ${a}: when logging-on returned, gfn ${b}..${b + 511} was mapped by a writable block (${describeDesc(cc, LEVEL_PMD)}): writes to it are not logged`;
         extra.gfn = b;
         break;
       case 'selftest-dirty-log':

@@ -49,6 +49,20 @@ export function copyDirtyPages(kvm: Kvm, actor: Actor, slot: number, snapshot: I
   return copied;
 }
 
+/** The pages of [first, end) (slot-relative) a snapshot says are dirty, copied (a chunk of a round, manual protect). */
+export function copyDirtyPagesRange(kvm: Kvm, actor: Actor, slot: number, snapshot: Int32Array, first: number, end: number): number {
+  const base = kvm.m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  let copied = 0;
+  for (let i = first; i < end; i++) {
+    if ((snapshot[i >>> 5] >>> (i & 31)) & 1) {
+      copyPageToDest(kvm, actor, base + i);
+      copied++;
+    }
+  }
+  kvm.trace(actor, EV['copy.round'], slot, copied);
+  return copied;
+}
+
 /**
  * migration-equal: after stop-and-copy (vCPUs paused), every destination page
  * equals the source. Pages the guest gave away (DONTNEED) are not compared;

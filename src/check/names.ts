@@ -100,6 +100,12 @@ export const COUNTER_NAMES = [
   'rcuTablesFreed',
   /** Stage-2 faults that took the read side of mmu_lock. */
   'readSideFaults',
+  /** Blocks split by eager page splitting (kvm_mmu_split_huge_pages), at logging-on or in KVM_CLEAR_DIRTY_LOG. */
+  'eagerSplits',
+  /** KVM_CLEAR_DIRTY_LOG calls (manual-protect dirty logging). */
+  'dirtyLogClears',
+  /** Times eager splitting dropped mmu_lock to top up its cache or reschedule. */
+  'splitLockDrops',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -154,6 +160,8 @@ export const TRACE_EVENTS = [
   'relax',
   'split',
   'rcu.free',
+  'log.clear',
+  'split.eager',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

@@ -7,7 +7,7 @@
 import { type ModelConfig, RESCHED_GRANULE_DEFAULT } from '../config.js';
 import { PAGE_SIZE } from '../arch/stage2.js';
 import { type Layout, computeLayout, ACTOR, CTRL, N_COUNTERS, VIOLATION_WORDS, MAX_VIOLATIONS, TRACE_RING, TRACE_WORDS, ACTOR_WORDS } from '../shm/layout.js';
-import { type Protocol, resolveProtocol } from '../profiles.js';
+import { type Protocol, checkProfileFeatures, resolveProtocol } from '../profiles.js';
 import { type SpinLock, TicketLock, type LockStatsSink, LOCKW, TICKET_MASK, TICKET_SHIFT } from '../sync/spinlock.js';
 import { createLock } from '../sync/locks.js';
 import type { Actor } from '../sync/actor.js';
@@ -51,6 +51,7 @@ export class Kvm {
     this.m = new Int32Array(sab, 0, this.layout.words);
     this.f64 = new Float64Array(sab, this.layout.countersF64 * 8, this.layout.nActors * N_COUNTERS);
     this.proto = resolveProtocol(cfg.profile, cfg.bugs, cfg.arch, cfg.fixes ?? []);
+    checkProfileFeatures(cfg);
     const L = this.layout;
     this.mmuLock = createLock(cfg.lock, this.m, L.mmuLock, lockStats, { base: L.mmuLockReaders, n: L.nActors });
     this.zoneLock = new TicketLock(this.m, L.zoneLock);

@@ -14,7 +14,7 @@ import { MAX_MEMSLOTS, SLOT_WORDS } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { LS } from '../sync/locksites.js';
 import { synchronizeSrcu } from '../sync/srcu.js';
-import { stage2WpRange, unmapStage2Range } from './pgtable.js';
+import { kvmMmuSplitHugePages, splitCacheCount, splitCacheFree, stage2WpRange, unmapStage2Range } from './pgtable.js';
 import { kvmFlushRemoteTlbs } from './tlb.js';
 import { CNT, EV } from '../check/names.js';
 
@@ -135,8 +135,15 @@ export function kvmEnableDirtyLogging(kvm: Kvm, actor: Actor, slot: number): voi
   const m = kvm.m;
   kvm.slotsLock.lock(actor, LS.other);
   const bitmap = m[slotWord(kvm, slot, SLOTW.BITMAP)];
-  const words = Math.ceil(m[slotWord(kvm, slot, SLOTW.NPAGES)] / 32);
-  for (let i = 0; i < words; i++) Atomics.store(m, bitmap + i, 0);
+  const npages = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  const words = Math.ceil(npages / 32);
+  // kvm_alloc_dirty_bitmap(); with KVM_DIRTY_LOG_INITIALLY_SET
+  // (kvm_dirty_log_manual_protect_and_init_set) kvm_prepare_memory_region()
+  // then does bitmap_set(new->dirty_bitmap, 0, new->npages): all ones.
+  const initSet = kvmDirtyLogManualProtectAndInitSet(kvm);
+  for (let i = 0; i < words; i++) Atomics.store(m, bitmap + i, initSet ? bitmapWordAllSet(npages, i) : 0);
+  const cleared = clearedWord(kvm, slot, 0);
+  for (let i = 0; i < words; i++) Atomics.store(m, cleared + i, 0);
   const flags = slotFlags(kvm, slot);
   Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_ENABLING);
   actor.sched.point(SITE['memslot.publish']);
@@ -148,7 +155,13 @@ export function kvmEnableDirtyLogging(kvm: Kvm, actor: Actor, slot: number): voi
     synchronizeSrcu(kvm, actor);
   } else {
     synchronizeSrcu(kvm, actor);
-    if (!kvm.proto.noWpOnEnable) kvmMmuWpMemoryRegion(kvm, actor, slot);
+    // kvm_arch_commit_memory_region(): with KVM_DIRTY_LOG_INITIALLY_SET
+    // nothing is write-protected (nor split) here: CLEAR does it range by
+    // range. Otherwise write-protect, then (6.5) kvm_mmu_split_memory_region().
+    if (!initSet) {
+      if (!kvm.proto.noWpOnEnable) kvmMmuWpMemoryRegion(kvm, actor, slot);
+      if ((kvm.cfg.eagerSplitChunk ?? 0) > 0) kvmMmuSplitMemoryRegion(kvm, actor, slot);
+    }
   }
   Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_ON);
   kvm.count(actor, CNT.loggingOn);
@@ -170,6 +183,10 @@ export function kvmDisableDirtyLogging(kvm: Kvm, actor: Actor, slot: number): vo
   kvm.trace(actor, EV['log.off'], slot);
   actor.sched.point(SITE['memslot.published']);
   synchronizeSrcu(kvm, actor);
+  // kvm_arch_commit_memory_region() with logging off (6.5): "Free any
+  // leftovers from the eager page splitting cache"; the split-cache-leak bug
+  // keeps them.
+  if (splitCacheCount(kvm) > 0 && !kvm.proto.splitCacheLeak) splitCacheFree(kvm, actor);
   Atomics.store(m, slotWord(kvm, slot, SLOTW.LOG_STATE), LOG_OFF);
   kvm.count(actor, CNT.loggingOff);
   kvm.slotsLock.unlock(actor);
@@ -286,4 +303,150 @@ export function kvmCreateMemslot(kvm: Kvm, actor: Actor, slot: number): void {
   kvm.trace(actor, EV['memslot.create'], slot);
   synchronizeSrcu(kvm, actor);
   kvm.slotsLock.unlock(actor);
+}
+
+// ------------------------------------ manual-protect dirty logging (5.0 on)
+
+/** kvm->manual_dirty_log_protect: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled. */
+export function kvmManualDirtyLogProtect(kvm: Kvm): boolean {
+  return (kvm.cfg.manualProtect ?? 'off') !== 'off';
+}
+
+/**
+ * kvm_dirty_log_manual_protect_and_init_set(): manual protect with
+ * KVM_DIRTY_LOG_INITIALLY_SET.
+ */
+export function kvmDirtyLogManualProtectAndInitSet(kvm: Kvm): boolean {
+  return kvm.cfg.manualProtect === 'initially-set';
+}
+
+/** Bitmap word i of a slot of npages pages with every page's bit set. */
+function bitmapWordAllSet(npages: number, i: number): number {
+  const left = npages - i * 32;
+  return left >= 32 ? -1 : (1 << left) - 1;
+}
+
+/** Word index of the cleared-since-logging-on bits of `slot`, word i (laid out as its dirty bitmap). */
+export function clearedWord(kvm: Kvm, slot: number, i: number): number {
+  return kvm.layout.clearedBitmap + (kvm.m[slotWord(kvm, slot, SLOTW.BITMAP)] - kvm.layout.bitmaps) + i;
+}
+
+/**
+ * Whether a KVM_CLEAR_DIRTY_LOG write-protected any page of [gfn, end) of
+ * `slot` since logging went on. Without INITIALLY_SET every page counts as
+ * write-protected (logging-on did it).
+ */
+export function rangeWriteProtectedSinceLogging(kvm: Kvm, slot: number, gfn: number, end: number): boolean {
+  if (!kvmDirtyLogManualProtectAndInitSet(kvm)) return true;
+  const m = kvm.m;
+  const base = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const n = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  const lo = Math.max(gfn, base) - base;
+  const hi = Math.min(end, base + n) - base;
+  for (let i = lo; i < hi; i++) if ((Atomics.load(m, clearedWord(kvm, slot, i >>> 5)) >>> (i & 31)) & 1) return true;
+  return false;
+}
+
+/**
+ * kvm_mmu_split_memory_region() (arch/arm64/kvm/mmu.c, 6.5): split the
+ * slot's blocks under the write side of mmu_lock (kvm_mmu_split_huge_pages
+ * drops it between chunks).
+ */
+export function kvmMmuSplitMemoryRegion(kvm: Kvm, actor: Actor, slot: number): void {
+  const m = kvm.m;
+  const start = m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
+  const end = start + m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  kvm.mmuLock.lock(actor, LS['wp-enable']);
+  kvmMmuSplitHugePages(kvm, actor, start, end);
+  kvm.mmuLock.unlock(actor);
+}
+
+/**
+ * KVM_GET_DIRTY_LOG with manual protect (kvm_get_dirty_log_protect, the
+ * `kvm->manual_dirty_log_protect` branch): copy the bitmap to userspace as
+ * it is; nothing is cleared, write-protected or flushed (that is
+ * KVM_CLEAR_DIRTY_LOG's job). Returns the number of dirty pages.
+ */
+export function kvmGetDirtyLogManual(kvm: Kvm, actor: Actor, slot: number, snapshot: Int32Array): number {
+  const m = kvm.m;
+  kvm.slotsLock.lock(actor, LS.other);
+  const bitmap = m[slotWord(kvm, slot, SLOTW.BITMAP)];
+  const words = Math.ceil(m[slotWord(kvm, slot, SLOTW.NPAGES)] / 32);
+  actor.sched.point(SITE['dirty.harvest']);
+  let dirty = 0;
+  for (let i = 0; i < words; i++) {
+    const w = Atomics.load(m, bitmap + i);
+    snapshot[i] = w;
+    if (w !== 0) dirty += popcount32(w);
+  }
+  kvm.count(actor, CNT.harvests);
+  kvm.trace(actor, EV.harvest, slot, dirty);
+  kvm.slotsLock.unlock(actor);
+  return dirty;
+}
+
+/**
+ * kvm_arch_mmu_enable_log_dirty_pt_masked() (arch/arm64/kvm/mmu.c; the
+ * 2014 line's kvm_mmu_write_protect_pt_masked): write-protect the pages of
+ * the mask, from its lowest to its highest set bit (stage2_wp_range); with
+ * INITIALLY_SET (6.5) also kvm_mmu_split_huge_pages() on that range, where
+ * eager splitting was not done at logging-on. Caller holds the write side
+ * of mmu_lock. The initially-set-skips-wp bug leaves the pages writable.
+ */
+export function kvmArchMmuEnableLogDirtyPtMasked(kvm: Kvm, actor: Actor, slot: number, gfnOffset: number, mask: number): void {
+  const base = kvm.m[slotWord(kvm, slot, SLOTW.BASE_GFN)] + gfnOffset;
+  const start = base + ctz32(mask);
+  const end = base + (31 - Math.clz32(mask)) + 1;
+  const initSet = kvmDirtyLogManualProtectAndInitSet(kvm);
+  if (!(initSet && kvm.proto.initiallySetSkipsWp)) stage2WpRange(kvm, actor, start, end);
+  if (initSet) kvmMmuSplitHugePages(kvm, actor, start, end);
+}
+
+/** -EINVAL of KVM_CLEAR_DIRTY_LOG: a range the ioctl refuses. */
+export class ClearDirtyLogError extends Error {}
+
+/**
+ * KVM_CLEAR_DIRTY_LOG (kvm_clear_dirty_log_protect): for the 64-page
+ * aligned range [first, first + num) of the slot (num a multiple of 64
+ * unless it reaches the slot's end, else -EINVAL), under the write side of
+ * mmu_lock taken once for the call: for each bitmap word, clear the bits of
+ * `mask` (the userspace bitmap, indexed from the slot's start) that are
+ * set (atomic_long_fetch_andnot) and write-protect those pages
+ * (kvm_arch_mmu_enable_log_dirty_pt_masked); after the unlock, if anything
+ * was cleared, flush the VM's TLBs (kvm_flush_remote_tlbs_memslot). The
+ * clear-no-flush bug skips the flush. Under slots_lock, as
+ * kvm_vm_ioctl_clear_dirty_log() takes it. Returns the pages cleared.
+ */
+export function kvmClearDirtyLog(kvm: Kvm, actor: Actor, slot: number, first: number, num: number, mask: Int32Array): number {
+  const m = kvm.m;
+  const npages = m[slotWord(kvm, slot, SLOTW.NPAGES)];
+  if (first % 64 !== 0) throw new ClearDirtyLogError(`KVM_CLEAR_DIRTY_LOG: first_page ${first} is not a multiple of 64 (-EINVAL)`);
+  if (first > npages || num > npages - first || (num < npages - first && num % 64 !== 0)) {
+    throw new ClearDirtyLogError(`KVM_CLEAR_DIRTY_LOG: pages ${first}+${num} of a ${npages}-page slot (-EINVAL)`);
+  }
+  kvm.slotsLock.lock(actor, LS.other);
+  const bitmap = m[slotWord(kvm, slot, SLOTW.BITMAP)];
+  let flush = false;
+  let cleared = 0;
+  actor.sched.point(SITE['dirty.harvest']);
+  kvm.mmuLock.lock(actor, LS.harvest);
+  for (let i = first >>> 5, n = Math.ceil(num / 32); n > 0; n--, i++) {
+    let bits = mask[i];
+    if (bits === 0) continue;
+    bits &= Atomics.and(m, bitmap + i, ~bits);
+    if (bits === 0) continue;
+    flush = true;
+    cleared += popcount32(bits);
+    // For the checks: the span the arch code write-protects from here on.
+    const lo = ctz32(bits);
+    const hi = 31 - Math.clz32(bits);
+    Atomics.or(m, clearedWord(kvm, slot, i), hi === 31 ? ~((1 << lo) - 1) : ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1));
+    kvmArchMmuEnableLogDirtyPtMasked(kvm, actor, slot, i * 32, bits);
+  }
+  kvm.mmuLock.unlock(actor);
+  if (flush && !kvm.proto.clearNoFlush) kvmFlushRemoteTlbs(kvm, actor);
+  kvm.count(actor, CNT.dirtyLogClears);
+  kvm.trace(actor, EV['log.clear'], first, num, cleared);
+  kvm.slotsLock.unlock(actor);
+  return cleared;
 }

@@ -1161,3 +1161,188 @@ export function kvmPgtableStage2RelaxPerms(kvm: Kvm, vcpu: Actor, gfn: number, s
   }
   return ret;
 }
+
+// ------------------------------------------- eager page splitting (6.5 on)
+
+/** kvm->arch.mmu.split_page_cache: its base word (word 0 the count, then the pages). */
+function splitCacheBase(kvm: Kvm): number {
+  return kvm.layout.splitCache;
+}
+
+/** kvm_mmu_memory_cache_nr_free_objects(&kvm->arch.mmu.split_page_cache) */
+export function splitCacheCount(kvm: Kvm): number {
+  return Atomics.load(kvm.m, splitCacheBase(kvm));
+}
+
+/** The pages the split cache holds now (for the checks). */
+export function splitCachePages(kvm: Kvm): number[] {
+  const base = splitCacheBase(kvm);
+  const n = Atomics.load(kvm.m, base);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(Atomics.load(kvm.m, base + 1 + i));
+  return out;
+}
+
+/**
+ * __kvm_mmu_topup_memory_cache(&kvm->arch.mmu.split_page_cache, capacity,
+ * capacity), outside mmu_lock: fill the VM's split cache to its capacity.
+ * Returns 0 or -ENOMEM (the pool ran dry: reported as table-conservation).
+ */
+export function splitCacheTopup(kvm: Kvm, actor: Actor): number {
+  const m = kvm.m;
+  const base = splitCacheBase(kvm);
+  const cap = kvm.layout.splitCacheCap;
+  let n = m[base];
+  while (n < cap) {
+    const t = tablePoolAlloc(kvm, actor);
+    if (t < 0) {
+      if (Atomics.compareExchange(m, CTRL.POOL_EMPTY_REPORTED, 0, 1) === 0) {
+        kvm.violation(INV['table-conservation'], actor.id, KBUG.TABLE_POOL_EMPTY, kvm.layout.tables);
+      }
+      Atomics.store(m, base, n);
+      return ENOMEM;
+    }
+    m[base + 1 + n] = t;
+    n++;
+    Atomics.store(m, base, n);
+  }
+  return 0;
+}
+
+/**
+ * kvm_mmu_free_memory_cache(&kvm->arch.mmu.split_page_cache): every page
+ * back to the pool (kvm_arch_commit_memory_region when logging goes off or
+ * the slot goes away; kvm_uninit_stage2_mmu).
+ */
+export function splitCacheFree(kvm: Kvm, actor: Actor): void {
+  const m = kvm.m;
+  const base = splitCacheBase(kvm);
+  let n = m[base];
+  while (n > 0) {
+    n--;
+    Atomics.store(m, base, n);
+    tablePoolFree(kvm, actor, m[base + 1 + n]);
+  }
+}
+
+/** kvm_mmu_memory_cache_alloc() on the split cache: a fresh page, refcount 1. */
+function splitCacheAlloc(kvm: Kvm): number {
+  const m = kvm.m;
+  const base = splitCacheBase(kvm);
+  const n = m[base];
+  if (n <= 0) throw new Error('BUG_ON(!mc->nobjs): split page cache empty');
+  const t = m[base + n];
+  Atomics.store(m, base, n - 1);
+  Atomics.store(m, kvm.layout.tableRef + t, 1);
+  Atomics.store(m, kvm.layout.tableState + t, TABLE_LIVE);
+  return t;
+}
+
+/** What kvm_pgtable_stage2_split() returned (one walk at a time per thread). */
+const sd = { ret: 0 };
+
+/**
+ * stage2_split_walker() (arch/arm64/kvm/hyp/pgtable.c), a leaf visitor of
+ * kvm_pgtable_stage2_split(): a valid block becomes a table of 512 PTEs
+ * mapping the same frames with the block's permissions
+ * (kvm_pgtable_stage2_create_unlinked with kvm_pgtable_stage2_pte_prot(pte)
+ * and force_pte), built from the split cache while unlinked, then put in
+ * place by break-before-make (stage2_try_break_pte: the block invalidated by
+ * IPA at its level; stage2_make_pte). Pages (the last level) and invalid
+ * entries are left alone; a cache too small for the block is -ENOMEM. Runs
+ * exclusive, under the write side of mmu_lock. The split-keeps-write bug
+ * makes the PTEs writable whatever the block was.
+ */
+const splitVisitor: S2Visitor = {
+  leaf(kvm, actor, level, entry, desc, gfn, table, gen) {
+    if (level !== LEVEL_PMD || !pmdIsBlock(desc)) return true;
+    // stage2_block_get_nr_page_tables(level): one PTE table for a 2 MiB block.
+    if (splitCacheCount(kvm) < 1) {
+      sd.ret = ENOMEM;
+      return false;
+    }
+    const base = levelBase(gfn, level);
+    const child = splitCacheAlloc(kvm);
+    setTableInfo(kvm, child, base, LEVEL_PTE);
+    const device = (desc & S2_MEMATTR_DEVICE) !== 0;
+    const write = descWritable(desc) || kvm.proto.splitKeepsWrite;
+    const m = kvm.m;
+    // The unlinked table is private until it is linked: plain stores, and
+    // its count is 1 + its 512 valid entries (stage2_map_walk_leaf's get_page per entry).
+    for (let i = 0; i < PTRS_PER_TABLE; i++) {
+      let pte = pfnPte(descOa(desc) + i, device);
+      if (write) pte = mkWrite(pte);
+      Atomics.store(m, entryIndex(kvm, child, i), pte);
+    }
+    Atomics.store(m, kvm.layout.tableRef + child, 1 + PTRS_PER_TABLE);
+    if (!stage2TryBreakPte(kvm, actor, entry, desc, base, level, false)) {
+      kvmPgtableStage2FreeUnlinked(kvm, actor, child);
+      sd.ret = EAGAIN;
+      return false;
+    }
+    stage2MakePte(kvm, actor, entry, mkTableDesc(child));
+    if (!tableStillEntered(kvm, actor, table, gen, UAF.WRITE, entry - entryIndex(kvm, table, 0))) {
+      sd.ret = EINVAL;
+      return false;
+    }
+    kvm.count(actor, CNT.eagerSplits);
+    kvm.trace(actor, EV['split.eager'], base, descOa(desc), write ? 1 : 0);
+    return true;
+  },
+};
+
+/**
+ * kvm_pgtable_stage2_split(): split every block of [gfn, end) with pages
+ * from the split cache. Caller holds the write side of mmu_lock. Returns 0,
+ * -ENOMEM (the cache ran out) or another error of the walk.
+ */
+export function kvmPgtableStage2Split(kvm: Kvm, actor: Actor, gfn: number, end: number): number {
+  sd.ret = 0;
+  kvmPgtableWalk(kvm, actor, gfn, end, splitVisitor, 0);
+  return sd.ret;
+}
+
+/**
+ * need_split_memcache_topup_or_resched(): need_resched() or
+ * rwlock_needbreak(&kvm->mmu_lock), or the cache holds less than one
+ * chunk's worth (kvm_mmu_split_nr_page_tables(chunk_size)).
+ */
+function needSplitMemcacheTopupOrResched(kvm: Kvm, actor: Actor): boolean {
+  if (kvm.needResched(actor.id) || kvm.mmuLockIsContended()) return true;
+  return splitCacheCount(kvm) < kvm.layout.splitCacheCap;
+}
+
+/**
+ * kvm_mmu_split_huge_pages() (arch/arm64/kvm/mmu.c, 6.5): with the write
+ * side of mmu_lock held, split [gfn, end) chunk by chunk (chunk_size =
+ * KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE; 0: nothing to do). Before each chunk,
+ * if need_split_memcache_topup_or_resched(), drop the lock, cond_resched(),
+ * top the split cache up to its capacity, retake the lock (eager splitting
+ * is best-effort: a failed top-up ends it). Returns 0 or the first error.
+ */
+export function kvmMmuSplitHugePages(kvm: Kvm, actor: Actor, gfn: number, end: number): number {
+  const chunkPages = (kvm.cfg.eagerSplitChunk ?? 0) / 4096;
+  if (chunkPages === 0) return 0;
+  let addr = gfn;
+  let ret = 0;
+  do {
+    if (needSplitMemcacheTopupOrResched(kvm, actor)) {
+      const site = Atomics.load(kvm.m, kvm.layout.mmuLock + LOCKW.OWNER_SITE);
+      kvm.mmuLock.unlock(actor); // write_unlock(&kvm->mmu_lock)
+      kvm.count(actor, CNT.splitLockDrops);
+      actor.sched.point(SITE['split.resched']);
+      actor.sched.idle(0); // cond_resched()
+      ret = splitCacheTopup(kvm, actor);
+      kvm.mmuLock.lock(actor, site);
+      if (ret !== 0) break;
+    }
+    if (kvmPgd(kvm) < 0) return EINVAL; // pgt = kvm->arch.mmu.pgt; if (!pgt) return -EINVAL;
+    // next = __stage2_range_addr_end(addr, end, chunk_size)
+    const boundary = addr - (addr % chunkPages) + chunkPages;
+    const next = boundary < end ? boundary : end;
+    ret = kvmPgtableStage2Split(kvm, actor, addr, next);
+    if (ret !== 0) break;
+    addr = next;
+  } while (addr !== end);
+  return ret;
+}

@@ -184,6 +184,19 @@ export interface Layout {
    * actor, the lock_stat site + 1 while it holds the read side, else 0.
    */
   mmuLockReaders: number;
+  /**
+   * kvm->arch.mmu.split_page_cache (eager page splitting, 6.5): word 0 the
+   * number of pages it holds, then up to splitCacheCap table pages.
+   */
+  splitCache: number;
+  /** kvm_mmu_split_nr_page_tables(chunk size): the split cache's capacity (0: eager splitting off). */
+  splitCacheCap: number;
+  /**
+   * Per slot page, one bit: a KVM_CLEAR_DIRTY_LOG write-protected it since
+   * logging went on (what `no-block-while-logging` needs under
+   * KVM_DIRTY_LOG_INITIALLY_SET); laid out as the dirty bitmaps.
+   */
+  clearedBitmap: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -193,6 +206,17 @@ export interface Layout {
 
 /** Device memory slot size when the backing is `mixed`: one 2 MiB region. */
 export const DEVICE_PAGES_MIXED = 512;
+
+/**
+ * kvm_mmu_split_nr_page_tables() (arch/arm64/kvm/mmu.c): the most table
+ * pages splitting a range of `chunk` bytes of blocks down to PTEs needs,
+ * with 4 KiB pages (KVM_PGTABLE_MIN_BLOCK_LEVEL 1: 1 GiB blocks count too):
+ * DIV_ROUND_UP(range, PUD_SIZE) + DIV_ROUND_UP(range, PMD_SIZE). 0 for 0.
+ */
+export function kvmMmuSplitNrPageTables(chunk: number): number {
+  if (chunk <= 0) return 0;
+  return Math.ceil(chunk / (1024 * 1024 * 1024)) + Math.ceil(chunk / (2 * 1024 * 1024));
+}
 
 export function computeLayout(c: ModelConfig): Layout {
   const vcpus = c.vcpus;
@@ -206,13 +230,14 @@ export function computeLayout(c: ModelConfig): Layout {
   // root + every table a fully split guest needs + what the caches can hold
   // + slack, so that a leaking profile is caught by the checks long before
   // the pool runs dry.
-  const tables = 1 + pteTables + pmdTables + nActors * KVM_NR_MEM_OBJS + Math.max(256, pteTables >> 1);
+  const tables = 1 + pteTables + pmdTables + nActors * KVM_NR_MEM_OBJS + Math.max(256, pteTables >> 1) + kvmMmuSplitNrPageTables(c.eagerSplitChunk ?? 0);
   const spareGroups = Math.max(8, Math.ceil(regions / 8));
   const groups = 1 + regions + spareGroups;
   const frames = groups * FRAMES_PER_GROUP;
   const bitmapWords = Math.ceil(pages / 32) + MAX_MEMSLOTS;
   const tlbWords = (c.tlbPageSlots + c.tlbBlockSlots) * 2;
   const memcacheWords = 1 + KVM_NR_MEM_OBJS;
+  const splitCacheCap = kvmMmuSplitNrPageTables(c.eagerSplitChunk ?? 0);
 
   let w = CTRL.WORDS;
   const take = (n: number): number => {
@@ -254,6 +279,8 @@ export function computeLayout(c: ModelConfig): Layout {
   const rcuSnap = take(nActors);
   const rcuList = take(tables);
   const mmuLockReaders = take(nActors);
+  const splitCache = take(1 + splitCacheCap);
+  const clearedBitmap = take(bitmapWords);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -309,6 +336,9 @@ export function computeLayout(c: ModelConfig): Layout {
     rcuSnap,
     rcuList,
     mmuLockReaders,
+    splitCache,
+    splitCacheCap,
+    clearedBitmap,
     words,
     countersF64,
     bytes: words * 4,

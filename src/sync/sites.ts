@@ -49,6 +49,8 @@ export const SITE_NAMES = [
   'rcu.callback',
   /** A shared walker entered a child table (read its pointer) and is about to read its entries: the RCU window. */
   'pgtable.descend',
+  /** Eager page splitting dropped mmu_lock between two chunks (to top up its cache or reschedule). */
+  'split.resched',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];

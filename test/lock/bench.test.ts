@@ -133,6 +133,29 @@ describe('s2stress bench --quick', () => {
     expect(dirtyLogProblems(both, 'fixed', '6.2', DIRTY_LOG_VCPUS).filter((x) => x.includes('took no read side'))).toHaveLength(DIRTY_LOG_VCPUS.length);
   });
 
+  it('eager-split: logging on with and without eager splitting, side by side, with ratio columns', async () => {
+    const json = join(mkdtempSync(join(tmpdir(), 's2bench-')), 'bench.json');
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['bench', '--quick', '--only', 'eager-split', '--vcpus', '1', '--seed', '3', '--json', json], {
+      out: (s) => out.push(s),
+      err: (s) => err.push(s),
+    });
+    expect(code, err.join('\n')).toBe(0);
+    const e = JSON.parse(readFileSync(json, 'utf8')).eagerSplit;
+    expect(e.rows).toHaveLength(1);
+    const row = e.rows[0];
+    expect([row.off.chunk, row.on.chunk]).toEqual([0, 2 * 1024 * 1024]);
+    // Off: no eager split, the faults split the blocks; on: the splits happen at logging-on.
+    expect(row.off.eagerSplits).toBe(0);
+    expect(row.on.eagerSplits).toBeGreaterThan(0);
+    expect(row.on.faultSplits).toBe(0);
+    expect(row.off.faultSplits).toBeGreaterThan(0);
+    expect(row.enableRatio).toBeGreaterThan(0);
+    expect(out.join('\n')).toMatch(/logging on ms off +on +on\/off +first-iteration faults off +on +on\/off/);
+    expect(out.join('\n')).toMatch(/^1 +[\d.]+ +[\d.]+ +[\d.]+x +\d+ +\d+ +[\d.]+x/m);
+  });
+
   it('--vcpu-mem, --profiles and --passes (dirty-log): bad values are exit code 2, naming the flag', async () => {
     const { parseBenchArgs } = await import('../../bench/run.js');
     expect(parseBenchArgs(['--vcpu-mem', '4M', '--profiles', '5.18,6.2', '--passes', '3'])).toMatchObject({ vcpuMem: 4 * 1024 * 1024, profiles: ['5.18', '6.2'], passes: 3 });
