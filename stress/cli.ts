@@ -33,6 +33,9 @@ export const USAGE = `usage:
   ${REPLAY_HELP}
   ${LIST_HELP}
   s2stress bench [--quick] [--json FILE] [...]   micro and scaling benchmarks (bench --help)
+  s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles L] [--scenarios L] [--backings L] [--jobs K]
+                    [--shard I/N] [--out DIR]   many seeded runs, failures deduplicated (campaign --help)
+  s2stress merge DIR... --out DIR                merge the --out directories of a campaign's shards
   s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--json FILE] [--sim-ops N]
                [--threads-duration TIME] [--generic] [--run-flags 'FLAGS'] [--from FILE [--compare FILE]]
                                                  run every --bug and print the kill table (zoo --help)
@@ -335,6 +338,14 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
         const mod = await optionalModule(new URL('../bench/run.js', import.meta.url).href);
         if (!mod) throw new UsageError('bench', 'bench is not available in this build');
         return await mod.main(rest, io);
+      }
+      case 'campaign': {
+        const mod = await import('./campaign.js');
+        return await mod.main(rest, io);
+      }
+      case 'merge': {
+        const mod = await import('./campaign.js');
+        return await mod.mergeMain(rest, io);
       }
       case 'zoo': {
         const mod = await optionalModule(new URL('./zoo.js', import.meta.url).href);
