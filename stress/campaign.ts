@@ -24,11 +24,13 @@ import { BACKINGS, ConfigError, PROFILES, type Backing, type ProfileName } from 
 import { ALL_SCENARIOS } from './scenarios.js';
 import { parseRunArgs, runArgsOf, type RunOptions } from './options.js';
 import { VERSION, type Report } from './report.js';
+import { htmlCampaign } from './html.js';
+import { checkWritable, writeTextAtomic } from './files.js';
 
 type Out = { out: (s: string) => void; err: (s: string) => void };
 
 export const CAMPAIGN_USAGE = `s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles LIST] [--scenarios LIST] [--backings LIST]
-                  [--jobs K] [--shard I/N] [--out DIR]
+                  [--jobs K] [--shard I/N] [--out DIR] [--html FILE]
   run every seed (1..N, or A..B) of every cell of the matrix (each LIST a comma
   list; default the run flags' own --profile, --scenario, --backing), K runs at
   a time (default: the cores), each one \`s2stress run RUN FLAGS --seed S\` in a
@@ -39,11 +41,12 @@ export const CAMPAIGN_USAGE = `s2stress campaign [RUN FLAGS] [--seeds N|A..B] [-
                  s2stress merge puts the shards' --out directories back together
   --out DIR      campaign.json and failures/JOB.json (the report of each failing
                  run); DIR is created, and must be empty if it exists
+  --html FILE    the HTML report: failures by signature, their discovery over the runs
   Exit 0 if every run passed, 1 if any run failed (each distinct failure listed
   with its replay command), 3 if a run could not run (harness failure) and none
   failed, 2 on bad usage, 130/143/129 when interrupted (1 if a failure came
   first). RUN FLAGS may not hold --seed, --json or --stop-step.
-s2stress merge DIR... --out DIR
+s2stress merge DIR... --out DIR [--html FILE]
   merge the --out directories of the shards of one campaign into one, laid out
   exactly as the unsharded campaign's --out (exit code as campaign's)`;
 
@@ -122,6 +125,8 @@ export interface CampaignOptions {
   jobs: number;
   shard: [number, number];
   out: string | null;
+  /** --html FILE: the campaign's HTML report. */
+  html?: string | null;
 }
 
 const MAX_SEEDS = 1_000_000;
@@ -193,6 +198,9 @@ export function parseCampaignArgs(argv: readonly string[]): CampaignOptions {
       }
       case '--out':
         o.out = value();
+        break;
+      case '--html':
+        o.html = value();
         break;
       case '--seed':
       case '--json':
@@ -534,9 +542,14 @@ export async function main(args: string[], io: Out): Promise<number> {
   }
   try {
     const redraw = process.stderr.isTTY === true && !process.env.CI;
+    if (o.html) checkWritable('--html', o.html);
     const r = await runCampaign(o, io, { signal: ac.signal, redraw, progressEveryMs: redraw ? 500 : 5000 });
     for (const l of formatCampaign(r)) io.out(l);
     if (o.out) io.out(`campaign written to ${join(o.out, 'campaign.json')}`);
+    if (o.html) {
+      writeTextAtomic(o.html, htmlCampaign(r));
+      io.out(`HTML report written to ${o.html}`);
+    }
     return exitCodeOf(r);
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
@@ -630,8 +643,12 @@ export async function mergeMain(args: string[], io: Out): Promise<number> {
   }
   const dirs: string[] = [];
   let out: string | null = null;
+  let html: string | null = null;
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--out') {
+    if (args[i] === '--html') {
+      html = args[++i] ?? null;
+      if (!html) throw new ConfigError('--html', '--html needs a file');
+    } else if (args[i] === '--out') {
       out = args[++i] ?? null;
       if (!out) throw new ConfigError('--out', '--out needs a directory');
     } else if (args[i].startsWith('--out=')) out = args[i].slice(6);
@@ -639,9 +656,14 @@ export async function mergeMain(args: string[], io: Out): Promise<number> {
     else dirs.push(args[i]);
   }
   if (!out) throw new ConfigError('--out', 'merge needs --out DIR for the merged campaign');
+  if (html) checkWritable('--html', html);
   const r = mergeCampaigns(dirs, out);
   for (const l of formatCampaign(r)) io.out(l);
   io.out(`campaign written to ${join(out, 'campaign.json')}`);
+  if (html) {
+    writeTextAtomic(html, htmlCampaign(r));
+    io.out(`HTML report written to ${html}`);
+  }
   return exitCodeOf(r);
 }
 

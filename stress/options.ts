@@ -44,6 +44,8 @@ export interface RunOptions {
   ops: number | null;
   seed: number;
   json: string | null;
+  /** --html FILE: the HTML report (display only). */
+  html?: string | null;
   quiet: boolean;
   /** Print a crashed worker's stack (it is in the report's `error` either way). */
   verbose?: boolean;
@@ -110,6 +112,7 @@ export function defaultOptions(): RunOptions {
     ops: null,
     seed: 0,
     json: null,
+    html: null,
     quiet: false,
     verbose: false,
     wide: false,
@@ -163,6 +166,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--ops': { value: true, applies: 'both' },
   '--seed': { value: true, applies: 'both' },
   '--json': { value: true, applies: 'both', display: true },
+  '--html': { value: true, applies: 'both', display: true },
   '--quiet': { value: false, applies: 'both', display: true },
   '--verbose': { value: false, applies: 'both', display: true },
   '--wide': { value: false, applies: 'both', display: true },
@@ -183,7 +187,7 @@ const REPEATABLE = new Set(['--bug', '--fix']);
 export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]... [--fix NAME]...
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas|rwlock] [--duration TIME | --ops N] [--seed N]
-             [--json FILE] [--quiet] [--verbose] [--wide]
+             [--json FILE] [--html FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
              [--resched-granule SIZE]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
@@ -209,6 +213,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --ops N                guest accesses of all vCPUs together, 1 to ${MAX_OPS} (sim default ${DEFAULT_SIM_OPS})
   --seed N               0 to ${MAX_SEED} (default: drawn, and printed in the rerun line)
   --json FILE            write the JSON report there (checked writable at start, written atomically)
+  --html FILE            write the HTML report there: one self-contained file, plots as SVG
   --quiet                one line at the end; no live status
   --verbose              also print a crashed worker's stack
   --wide                 every lock_stat column (the default table fits 120 columns)
@@ -317,6 +322,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--seed':
         o.seed = parseIntFlag(arg, value, 0, MAX_SEED);
+        break;
+      case '--html':
+        o.html = value;
         break;
       case '--json':
         o.json = value;
