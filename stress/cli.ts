@@ -11,8 +11,7 @@
  * with backstops: nothing may keep it alive after its verdict.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError, PROFILES, canonicalProfile } from '../src/config.js';
 import { BUGS, FIXES, KERNEL_INFO, PROFILE_FINDS, PROFILE_INFO } from '../src/profiles.js';
@@ -21,8 +20,9 @@ import { EXIT_CODES_HELP, RUN_FLAGS, RUN_FLAGS_DETAIL, RUN_FLAGS_HELP, type RunO
 import { SIGNAL_NUMBERS, destroyLivePools, runThreads } from './run.js';
 import { runSim } from './simrun.js';
 import { formatLockTableFor, formatQuiet, formatSummary, type Report } from './report.js';
+import { htmlRun } from './html.js';
 
-const REPLAY_HELP = `s2stress replay REPORT.json [--json FILE] [--quiet] [--verbose] [--wide]
+const REPLAY_HELP = `s2stress replay REPORT.json [--json FILE] [--html FILE] [--quiet] [--verbose] [--wide]
     re-run the run a report describes: exact in sim mode (an interrupted sim run is
     replayed to the step it stopped at), the same seeds and configuration in threads mode`;
 const LIST_HELP = 's2stress list scenarios|bugs|fixes|profiles [--json]';
@@ -33,6 +33,9 @@ export const USAGE = `usage:
   ${REPLAY_HELP}
   ${LIST_HELP}
   s2stress bench [--quick] [--json FILE] [...]   micro and scaling benchmarks (bench --help)
+  s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles L] [--scenarios L] [--backings L] [--jobs K]
+                    [--shard I/N] [--out DIR]   many seeded runs, failures deduplicated (campaign --help)
+  s2stress merge DIR... --out DIR                merge the --out directories of a campaign's shards
   s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--json FILE] [--sim-ops N]
                [--threads-duration TIME] [--generic] [--run-flags 'FLAGS'] [--from FILE [--compare FILE]]
                                                  run every --bug and print the kill table (zoo --help)
@@ -97,48 +100,8 @@ function listCommand(args: string[], io: Out): number {
   return 0;
 }
 
-/**
- * `--json FILE` must be writable before the run starts: the file is written
- * as a temporary file in the same directory and renamed, so the directory
- * must take a new file. Throws ConfigError naming --json and the path.
- */
-export function checkJsonWritable(path: string): void {
-  const full = resolve(path);
-  const fail = (why: string): never => {
-    throw new ConfigError('--json', `--json '${path}' cannot be written: ${why}`);
-  };
-  if (existsSync(full) && statSync(full).isDirectory()) fail('it is a directory');
-  const dir = dirname(full);
-  if (!existsSync(dir)) fail(`the directory '${dir}' does not exist`);
-  const probe = tempPathFor(full);
-  try {
-    closeSync(openSync(probe, 'wx'));
-    unlinkSync(probe);
-  } catch (e) {
-    fail((e as NodeJS.ErrnoException).code ?? (e as Error).message);
-  }
-}
-
-function tempPathFor(full: string): string {
-  return `${full}.${process.pid}.tmp`;
-}
-
-/** Write the report atomically: a temporary file in the same directory, then a rename. */
-export function writeJsonAtomic(path: string, value: unknown): void {
-  const full = resolve(path);
-  const tmp = tempPathFor(full);
-  try {
-    writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
-    renameSync(tmp, full);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing was left behind
-    }
-    throw e;
-  }
-}
+export { checkJsonWritable, checkWritable, writeJsonAtomic, writeTextAtomic } from './files.js';
+import { checkJsonWritable, checkWritable, writeJsonAtomic, writeTextAtomic } from './files.js';
 
 /**
  * How the live status is shown, from the stream it is written to (stderr):
@@ -224,6 +187,14 @@ function emit(report: Report, o: RunOptions, io: Out): number {
     if (report.lock.sites.length || !report.lock.enabled) io.out(formatLockTableFor(report.lock, o.mode, o.wide));
   }
   let code = report.exitCode;
+  if (o.html) {
+    try {
+      writeTextAtomic(o.html, htmlRun(report));
+    } catch (e) {
+      io.err(`s2stress: cannot write the HTML report to --html '${o.html}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      if (code === 0) code = 3;
+    }
+  }
   if (o.json) {
     try {
       writeJsonAtomic(o.json, report);
@@ -249,7 +220,7 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
     const name = a.split('=')[0];
     if (!RUN_FLAGS[name]) continue; // values (the FILE of --json)
     if (!RUN_FLAGS[name].display) {
-      throw new UsageError(name, `replay takes only --json, --quiet, --verbose and --wide besides the report: ${name} would change the run (use the report's rerun line with s2stress run to change it)`);
+      throw new UsageError(name, `replay takes only --json, --html, --quiet, --verbose and --wide besides the report: ${name} would change the run (use the report's rerun line with s2stress run to change it)`);
     }
   }
   let prior: Report;
@@ -284,6 +255,7 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
   }
   const o = optionsFromReportConfig(prior.config, extra, typeof stopAt === 'number' ? { stopStep: stopAt } : {});
   if (o.json) checkJsonWritable(o.json);
+  if (o.html) checkWritable('--html', o.html);
   if (o.mode === 'threads') {
     io.err('s2stress replay: threads mode reruns the same seeds and configuration; thread interleavings are not reproducible, so the failure may not recur (sim mode replays exactly)');
   }
@@ -325,6 +297,7 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
         }
         const o = parseRunArgs(rest);
         if (o.json) checkJsonWritable(o.json);
+        if (o.html) checkWritable('--html', o.html);
         return await runReportAndEmit(o, io);
       }
       case 'replay':
@@ -335,6 +308,14 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
         const mod = await optionalModule(new URL('../bench/run.js', import.meta.url).href);
         if (!mod) throw new UsageError('bench', 'bench is not available in this build');
         return await mod.main(rest, io);
+      }
+      case 'campaign': {
+        const mod = await import('./campaign.js');
+        return await mod.main(rest, io);
+      }
+      case 'merge': {
+        const mod = await import('./campaign.js');
+        return await mod.mergeMain(rest, io);
       }
       case 'zoo': {
         const mod = await optionalModule(new URL('./zoo.js', import.meta.url).href);

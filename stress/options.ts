@@ -44,6 +44,8 @@ export interface RunOptions {
   ops: number | null;
   seed: number;
   json: string | null;
+  /** --html FILE: the HTML report (display only). */
+  html?: string | null;
   quiet: boolean;
   /** Print a crashed worker's stack (it is in the report's `error` either way). */
   verbose?: boolean;
@@ -114,6 +116,7 @@ export function defaultOptions(): RunOptions {
     ops: null,
     seed: 0,
     json: null,
+    html: null,
     quiet: false,
     verbose: false,
     wide: false,
@@ -169,6 +172,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--ops': { value: true, applies: 'both' },
   '--seed': { value: true, applies: 'both' },
   '--json': { value: true, applies: 'both', display: true },
+  '--html': { value: true, applies: 'both', display: true },
   '--quiet': { value: false, applies: 'both', display: true },
   '--verbose': { value: false, applies: 'both', display: true },
   '--wide': { value: false, applies: 'both', display: true },
@@ -191,7 +195,7 @@ const REPEATABLE = new Set(['--bug', '--fix']);
 export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [--arch armv7|arm64] [--bug NAME]... [--fix NAME]...
              [--mode threads|sim] [--vcpus N] [--guest-mem SIZE] [--backing anon|thp|hugetlb|mixed]
              [--write-pct P] [--lock ticket|tas|rwlock] [--duration TIME | --ops N] [--seed N]
-             [--json FILE] [--quiet] [--verbose] [--wide]
+             [--json FILE] [--html FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
              [--resched-granule SIZE] [--manual-protect off|on|initially-set] [--eager-split-chunk SIZE]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
@@ -217,6 +221,7 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --ops N                guest accesses of all vCPUs together, 1 to ${MAX_OPS} (sim default ${DEFAULT_SIM_OPS})
   --seed N               0 to ${MAX_SEED} (default: drawn, and printed in the rerun line)
   --json FILE            write the JSON report there (checked writable at start, written atomically)
+  --html FILE            write the HTML report there: one self-contained file, plots as SVG
   --quiet                one line at the end; no live status
   --verbose              also print a crashed worker's stack
   --wide                 every lock_stat column (the default table fits 120 columns)
@@ -330,6 +335,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--seed':
         o.seed = parseIntFlag(arg, value, 0, MAX_SEED);
+        break;
+      case '--html':
+        o.html = value;
         break;
       case '--json':
         o.json = value;
@@ -545,16 +553,40 @@ const TYPE_WORDS: Record<FieldType, string> = { string: 'a string', int: 'a whol
  * JSON can get wrong. Throws ConfigError naming the field (`config.seed`).
  * `extra` are further flags (display flags, for replay).
  */
-export function optionsFromReportConfig(config: unknown, extra: readonly string[] = [], overrides: Partial<RunOptions> = {}): RunOptions {
+/** The options the library's run() takes: RunOptions' fields (CONFIG_FIELDS), any left out at their defaults. */
+export function optionsFromObject(input: unknown): RunOptions {
+  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+    const known = new Set<string>(CONFIG_FIELDS.map((f) => f.field as string));
+    for (const k of Object.keys(input)) {
+      if (!known.has(k)) throw new ConfigError(k, `run() has no option '${k}'; known: ${[...known].sort().join(', ')}`);
+    }
+    const given = input as Partial<RunOptions>;
+    const o: Record<string, unknown> = { ...defaultOptions(), ...given };
+    // As the CLI: the length of a run by its mode, the lock by the profile, a fresh seed (the report keeps it).
+    if (given.ops == null && given.durationMs == null) {
+      if (given.mode === 'sim') o.ops = DEFAULT_SIM_OPS;
+      else o.durationMs = DEFAULT_DURATION_MS;
+    }
+    if (given.lock === undefined && typeof o.profile === 'string' && (PROFILES as readonly string[]).includes(o.profile)) o.lock = profileLockKind(o.profile as ProfileName);
+    if (given.seed === undefined) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
+    return optionsFromReportConfig(o, [], {}, 'api');
+  }
+  return optionsFromReportConfig(input, [], {}, 'api');
+}
+
+export function optionsFromReportConfig(config: unknown, extra: readonly string[] = [], overrides: Partial<RunOptions> = {}, naming: 'report' | 'api' = 'report'): RunOptions {
+  // How a field is named in errors: a report's config field, or the library's run() option.
+  const label = (field: string, flag: string): string => (naming === 'report' ? `report field config.${field} (${flag})` : `option ${field} (${flag})`);
+  const setting = (field: string): string => (naming === 'report' ? `config.${field}` : field);
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-    throw new ConfigError('config', `the report's config must be an object (the run's configuration), got ${JSON.stringify(config) ?? String(config)}`);
+    throw new ConfigError('config', naming === 'report' ? `the report's config must be an object (the run's configuration), got ${JSON.stringify(config) ?? String(config)}` : `run() takes an object of options, got ${JSON.stringify(config) ?? String(config)}`);
   }
   const c = config as Record<string, unknown>;
   const typed: RunOptions = defaultOptions();
   for (const f of CONFIG_FIELDS) {
     const has = Object.prototype.hasOwnProperty.call(c, f.field) && c[f.field] !== undefined;
     if (!has) {
-      if (f.required) throw new ConfigError(`config.${f.field}`, `report field config.${f.field} is missing (${f.flag}); a report written by s2stress run has it`);
+      if (f.required) throw new ConfigError(setting(f.field), `report field config.${f.field} is missing (${f.flag}); a report written by s2stress run has it`);
       continue;
     }
     const v = c[f.field];
@@ -563,15 +595,16 @@ export function optionsFromReportConfig(config: unknown, extra: readonly string[
       continue;
     }
     if (!typeOk(v, f.type)) {
-      throw new ConfigError(`config.${f.field}`, `report field config.${f.field} (${f.flag}) must be ${TYPE_WORDS[f.type]}${f.nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+      throw new ConfigError(setting(f.field), `${label(f.field, f.flag)} must be ${TYPE_WORDS[f.type]}${f.nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
     }
     (typed as unknown as Record<string, unknown>)[f.field] = v;
   }
   if (typed.durationMs === null && typed.ops === null) {
-    throw new ConfigError('config.durationMs', 'report fields config.durationMs and config.ops are both null: one of them says how long the run was');
+    throw new ConfigError(setting('durationMs'), naming === 'report' ? 'report fields config.durationMs and config.ops are both null: one of them says how long the run was' : 'options durationMs and ops are both null: one of them says how long the run is');
   }
   Object.assign(typed, overrides);
-  typed.lockOverride = lockOverrideOf(typed);
+  // An unknown profile is named by parseRunArgs below, not met here.
+  typed.lockOverride = (PROFILES as readonly string[]).includes(typed.profile) ? lockOverrideOf(typed) : null;
   const args = runArgsOf(typed, false);
   try {
     return parseRunArgs([...args, ...extra]);
@@ -580,6 +613,6 @@ export function optionsFromReportConfig(config: unknown, extra: readonly string[
     if (extra.includes(e.setting) || extra.some((x) => x.startsWith(`${e.setting}=`))) throw e;
     const f = CONFIG_FIELDS.find((x) => x.flag === e.setting);
     if (!f) throw e;
-    throw new ConfigError(`config.${f.field}`, `report field config.${f.field} (${f.flag}): ${e.message}`);
+    throw new ConfigError(setting(f.field), `${label(f.field, f.flag)}: ${e.message}`);
   }
 }

@@ -65,6 +65,35 @@ export interface Report {
   error: string | null;
   /** The last events of every actor, oldest first (on failure). */
   traces: Record<string, string[]>;
+  /**
+   * Throughput over time: cumulative accesses and faults at ms since the run
+   * clock started, about 100 samples over a run (the HTML report's plot).
+   */
+  timeline: TimelinePoint[];
+}
+
+export interface TimelinePoint {
+  ms: number;
+  accesses: number;
+  faults: number;
+}
+
+/** Samples the counters for Report.timeline about every `everyMs`, at most 400 points (then every other is dropped). */
+export class Timeline {
+  readonly points: TimelinePoint[] = [];
+  private last = -Infinity;
+  constructor(private everyMs: number) {}
+  sample(ms: number, accesses: number, faults: number, force = false): void {
+    if (!force && ms - this.last < this.everyMs) return;
+    this.last = ms;
+    this.points.push({ ms: Math.round(ms * 10) / 10, accesses, faults });
+    if (this.points.length > 400) {
+      const kept = this.points.filter((_, i) => i % 2 === 0);
+      this.points.length = 0;
+      this.points.push(...kept);
+      this.everyMs *= 2;
+    }
+  }
 }
 
 export const VERSION = '0.1.0';

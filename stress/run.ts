@@ -23,7 +23,7 @@ import { actorSeed } from '../src/actors/params.js';
 import type { ActorResult, ActorRole, ActorTask } from '../workers/actor.js';
 import { type RunOptions, replayCommand, toModelConfig } from './options.js';
 import { type ScenarioSpec, actorParams, findScenario } from './scenarios.js';
-import { VERSION, collectCounters, collectTraces, migrationSummary, progressOf, type Report } from './report.js';
+import { Timeline, VERSION, collectCounters, collectTraces, migrationSummary, progressOf, type Report } from './report.js';
 
 export interface RunHooks {
   /** Called every statusEveryMs with a one-line status. */
@@ -333,6 +333,8 @@ export interface RunEnd {
   schedule: Report['schedule'];
   /** Run the last stopped-world check (every actor has returned). */
   finalCheck: boolean;
+  /** Throughput samples (Report.timeline). */
+  timeline?: Report['timeline'];
   /** The run was cut short on purpose (a signal, --stop-step): not doing its work is then no failure. */
   cutShort: boolean;
 }
@@ -391,6 +393,7 @@ export function buildReport(run: Launched, o: RunOptions, end: RunEnd): Report {
     signal,
     error: harnessError,
     traces: failed || harnessError ? collectTraces(kvm) : {},
+    timeline: [...(end.timeline ?? []), { ms: Math.round(end.elapsedMs * 10) / 10, accesses: kvm.counter(CNT.accesses), faults: kvm.counter(CNT.faults) }],
   };
 }
 
@@ -432,6 +435,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
   let lastAccesses = 0;
   let lastFaults = 0;
   const statusEvery = hooks.statusEveryMs ?? 5000;
+  const timeline = new Timeline(Math.max(20, (o.durationMs ?? 10_000) / 100));
 
   const stopWorld = async (): Promise<boolean> => {
     const limit = performance.now() + o.watchdogMs;
@@ -519,6 +523,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
       }
       if (violations.length) break;
 
+      timeline.sample(now - start, kvm.counter(CNT.accesses), kvm.counter(CNT.faults));
       if (hooks.onTick) hooks.onTick(now - start, kvm.counter(CNT.accesses), kvm.counter(CNT.faults));
       if (hooks.onStatus && now - lastStatus >= statusEvery) {
         const acc = kvm.counter(CNT.accesses);
@@ -548,6 +553,7 @@ export async function runThreads(o: RunOptions, hooks: RunHooks = {}): Promise<R
     signal,
     schedule: null,
     finalCheck: !stuck && boot === null,
+    timeline: timeline.points,
     cutShort: signal !== null || boot !== null,
   });
 }

@@ -12,7 +12,7 @@ import { actorName } from '../src/vm.js';
 import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
 import { type RunHooks, abortSignalName, buildReport, describeWait, launch, mmuLockHolder, shutdown, terminate } from './run.js';
-import type { Report } from './report.js';
+import { Timeline, type Report } from './report.js';
 import { CNT } from '../src/check/names.js';
 
 /** Scheduling points a guest access costs on average (for PCT's change points). */
@@ -57,7 +57,11 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   let start = performance.now();
   let lastStatus = start;
   const statusEvery = hooks.statusEveryMs ?? 5000;
+  // Reading the counters does not touch the schedule: replay is unchanged.
+  const timeline = new Timeline(50);
+  let begun = false;
   const giveUp = (): boolean => {
+    if (begun) timeline.sample(performance.now() - start, kvm.counter(CNT.accesses), kvm.counter(CNT.faults));
     if (hooks.onStatus && performance.now() - lastStatus >= statusEvery) {
       lastStatus = performance.now();
       hooks.onStatus(
@@ -74,6 +78,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
       lastStatus = start;
       hooks.onStart?.(`s2stress: running: ${o.vcpus} vCPUs, host MM and migrator started (sim ${o.sched}, ${Math.round(start - launchedAt)} ms to start)`);
       main.begin();
+      begun = true;
       for (;;) {
         const got = await main.waitTurn(giveUp);
         if (!got) break;
@@ -147,5 +152,6 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     // the check is part of what replays.
     finalCheck: !deadlocked,
     cutShort: signal !== null || schedule.stoppedAtStep !== null,
+    timeline: timeline.points,
   });
 }

@@ -3,6 +3,8 @@
  * and threads mode until the harness reports it; the invariant that caught
  * it, the seeds tried, and the median time to detection.
  */
+import { htmlZoo } from './html.js';
+import { checkWritable, writeTextAtomic } from './files.js';
 import { cpus, loadavg } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { BUGS, type BugInfo } from '../src/profiles.js';
@@ -249,8 +251,8 @@ export function formatKillTable(rows: ZooRow[], meta: string): string {
 }
 
 export const ZOO_USAGE = `s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--sim-ops N] [--threads-duration TIME]
-             [--run-flags 'FLAGS'] [--generic] [--json FILE] [--verbose]
-s2stress zoo --from FILE [--compare BEFORE.json]
+             [--run-flags 'FLAGS'] [--generic] [--json FILE] [--html FILE] [--verbose]
+s2stress zoo --from FILE [--compare BEFORE.json] [--html FILE]
   run every --bug (or the ones named) over seeds 1..N (or A..B) in each mode and print the kill table;
   --run-flags adds run flags to every run, --generic runs every bug in one untuned configuration;
   --from prints a saved kill table (with --compare, before and after columns) without running;
@@ -332,6 +334,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   let verbose = false;
   let from: ZooFile | null = null;
   let compare: ZooFile | null = null;
+  let html: string | null = null;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const v = (): string => {
@@ -395,6 +398,10 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       case '--from':
         from = readZooFile(a, v());
         break;
+      case '--html':
+        html = v();
+        checkWritable('--html', html);
+        break;
       case '--compare':
         compare = readZooFile(a, v());
         break;
@@ -405,6 +412,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   if (from) {
     // Print a saved measurement (with --compare: against an earlier one); no run.
     io.out(compare ? formatCompareTable(compare, from) : formatKillTable(from.rows, from.meta));
+    if (html) writeTextAtomic(html, htmlZoo(from.rows, from.meta));
     return 0;
   }
   const rows: ZooRow[] = [];
@@ -428,5 +436,6 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
   io.err(`zoo: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at start ${load.start.join(' ')}, at end ${load.end.join(' ')}`);
   if (json) writeFileSync(json, JSON.stringify({ meta, budget: b, load, wallMs: Date.now() - t0, rows }, null, 2));
+  if (html) writeTextAtomic(html, htmlZoo(rows, meta));
   return rows.every((r) => (r.sim?.caught ?? 0) + (r.threads?.caught ?? 0) > 0) ? 0 : 1;
 }

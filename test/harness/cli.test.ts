@@ -78,7 +78,7 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
     ['--json onto a directory', ['run', '--json', tmpdir()], /--json '.*' cannot be written: it is a directory/],
     ['list of what', ['list', 'things'], /list takes scenarios\|bugs\|fixes\|profiles/],
     ['unknown command', ['teleport'], /unknown command 'teleport'/],
-    ['replay with a run flag', ['replay', 'r.json', '--seed', '3'], /replay takes only --json, --quiet, --verbose and --wide.*--seed would change the run/],
+    ['replay with a run flag', ['replay', 'r.json', '--seed', '3'], /replay takes only --json, --html, --quiet, --verbose and --wide.*--seed would change the run/],
     ['replay without a file', ['replay'], /replay needs a report file/],
     ['zoo flag without value', ['zoo', '--seeds', '--mode'], /--seeds needs a value/],
   ];

@@ -35,6 +35,7 @@ describe('replay validates the report as run validates its flags', () => {
   const cases: [string, Edit, RegExp][] = [
     ['config not an object', () => 1, /config must be an object/],
     ['unknown scenario', (c) => ({ ...c, scenario: 'warp' }), /config\.scenario \(--scenario\): --scenario must be one of mixed\|/],
+    ['unknown profile', (c) => ({ ...c, profile: '9.9' }), /config\.profile \(--profile\): --profile must be one of v14\|/],
     ['bad mode', (c) => ({ ...c, mode: 'fast' }), /config\.mode \(--mode\): --mode must be one of threads\|sim, got 'fast'/],
     ['negative ops', (c) => ({ ...c, ops: -5 }), /config\.ops \(--ops\): --ops must be a whole number from 1 to/],
     ['non-numeric ops', (c) => ({ ...c, ops: 'many' }), /config\.ops \(--ops\) must be a whole number or null, got "many"/],
