@@ -86,6 +86,19 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // a run whose table pool ran dry could not stop its workers in time).
   'lost-race-leaks-table': { scenario: 'migrate', backing: 'thp', extra: ['--guest-mem', '4M', '--vcpus', '3'] },
   'unmap-under-read-lock': { scenario: 'notifier-storm', backing: 'anon', extra: ['--guest-mem', '4M'] },
+  // ---- the dirty ring (profile `modern`, --dirty-log ring) ----
+  // The collector must read an entry between its flag and its offset: the
+  // migrator collects back to back in migrate; threads mode widens the
+  // two-store window with chaos delays.
+  'ring-publish-before-offset': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'], threadsExtra: ['--chaos', '0.2'] },
+  'ring-reset-no-wp': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'] },
+  // The vgic/ITS table save at stop-and-copy goes to the backup bitmap only.
+  'backup-bitmap-not-collected': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'] },
+  // The default ring (256 entries) must fill between two collections: a
+  // write-heavy guest; in sim mode PCT, which lets a vCPU run batches while
+  // the random strategy gives the migrator most turns (it collects every
+  // ~100 pushes there).
+  'ring-full-no-exit': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '80'], simExtra: ['--sched', 'pct'] },
 };
 
 export interface ZooBudget {
