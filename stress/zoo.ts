@@ -98,7 +98,7 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // write-heavy guest; in sim mode PCT, which lets a vCPU run batches while
   // the random strategy gives the migrator most turns (it collects every
   // ~100 pushes there).
-  'ring-full-no-exit': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '80'], simExtra: ['--sched', 'pct'] },
+  'ring-full-no-exit': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'], simExtra: ['--sched', 'pct'] },
 };
 
 export interface ZooBudget {

@@ -125,7 +125,15 @@ function runMixedVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
       m[targetWord] = gfn + 1;
       let got = guestAccess(kvm, vcpu, gfn, write, value);
       // KVM_EXIT_DIRTY_RING_FULL: wait for the reset, then enter the guest again (the same access).
-      while (got === ACCESS_RING_FULL) got = dirtyRingFullWait(kvm, vcpu, gfn) ? guestAccess(kvm, vcpu, gfn, write, value) : ACCESS_ABORTED;
+      // The selftest's guest stores READ_ONCE(iteration): the wait can span a
+      // sync point (the vCPU pauses while it waits), so it reads it again.
+      while (got === ACCESS_RING_FULL) {
+        if (!dirtyRingFullWait(kvm, vcpu, gfn)) got = ACCESS_ABORTED;
+        else {
+          if (write && selftest) value = ((Atomics.load(m, CTRL.ITERATION) << 7) | vcpu.id) | 0;
+          got = guestAccess(kvm, vcpu, gfn, write, value);
+        }
+      }
       if (got === ACCESS_ABORTED) break;
       if (got === ACCESS_LIVELOCK) {
         livelocked = true;
