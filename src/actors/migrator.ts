@@ -110,7 +110,7 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
  * copied and compared. After logging goes off the rings are reaped once
  * more and dropped, so that no vCPU waits on a ring nobody collects.
  */
-function migrateOnceRing(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
+export function migrateOnceRing(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
   const backup = new Int32Array(snapshot.length);
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   checkLoggingOnReturned(kvm, actor, RAM_SLOT);
