@@ -16,12 +16,13 @@ import { BARE_PAIR, LOCK_SUBJECTS, faultBench, lockBench, lockConfigName, lockLa
 import { formatSimSpeed, simSpeedBench, type SimSpeedResult } from './simspeed.js';
 import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
 import { contendedBench, type ContendResult } from './contend.js';
+import { ringBench, type RingBenchResult } from './ring.js';
 import { DEFAULT_PROFILES, UPSTREAM, checkDirtyLogOptions, dirtyLogBench, parseProfilePair, parseVcpuMem, type DirtyLogResult } from './dirtylog.js';
 import type { ProfileName } from '../src/config.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
-export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log'] as const;
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log', 'ring'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** DESIGN.md section 7. */
@@ -238,6 +239,8 @@ export interface BenchResults {
   sim: SimSpeedResult | null;
   /** dirty_log_perf_test, old profile against new, with the upstream figures (bench/dirtylog.ts). */
   dirtyLog: DirtyLogResult | null;
+  /** Bitmap harvest against the dirty ring (bench/ring.ts); absent in older results. */
+  ring?: RingBenchResult | null;
   targets: Target[];
 }
 
@@ -407,6 +410,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     overhead: null,
     sim: null,
     dirtyLog: null,
+    ring: null,
     targets: [],
   };
   const T = res.targets;
@@ -486,8 +490,24 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     progress(`dirty-log: dirty_log_perf_test, ${o.profiles.join(' against ')}, ${o.vcpus.join('/')} vCPUs x ${formatBytes(o.vcpuMem)}, 1 warm-up + ${o.passes} pass(es) each ...`);
     res.dirtyLog = await dirtyLogBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
   }
+  if (want('ring')) {
+    const ro = { guestMem: 64 * 1024 * 1024, vcpus: 2, densities: o.quick ? [10] : [1, 10, 100], rounds: o.quick ? 3 : 20 };
+    progress(`ring: harvest, KVM_GET_DIRTY_LOG against the dirty ring, ${formatBytes(ro.guestMem)} guest, ${ro.vcpus} vCPUs, ${ro.rounds} rounds per point ...`);
+    res.ring = ringBench(ro, progress);
+  }
   machine.loadavgEnd = os.loadavg();
   return res;
+}
+
+/** The ring section: pages harvested per second, bitmap against ring, same workload. */
+function formatRing(r: RingBenchResult): string[] {
+  return [
+    title(`Dirty-page harvest: KVM_GET_DIRTY_LOG (bitmap) against the dirty ring (collect + KVM_RESET_DIRTY_RINGS), profile 6.10, ${formatBytes(r.guestMem)} anon guest, ${r.vcpus} vCPUs, ${r.rounds} rounds per point, one thread:`),
+    table(
+      ['dirty per round', 'pages', 'bitmap pages/s', 'ring pages/s', 'ring/bitmap', 'bitmap us/harvest', 'ring us/harvest', 'ring entries'],
+      r.rows.map((x) => [`${x.densityPct}%`, String(x.pages), fmtRate(x.bitmapPagesPerSec), fmtRate(x.ringPagesPerSec), fmtRatio(x.ratio), x.bitmapUsPerHarvest.toFixed(1), x.ringUsPerHarvest.toFixed(1), String(x.ringSize)]),
+    ),
+  ];
 }
 
 export function formatBench(r: BenchResults, style: 'text' | 'markdown' = 'text'): string {
@@ -561,6 +581,7 @@ function formatSections(r: BenchResults): string {
   }
   if (r.sim) out.push('', formatSimSpeed(r.sim));
   if (r.dirtyLog) out.push('', ...formatDirtyLog(r.dirtyLog));
+  if (r.ring) out.push('', ...formatRing(r.ring));
   if (r.targets.length) {
     out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
   }
