@@ -68,10 +68,10 @@ function measure(cfg: ModelConfig, density: number, rounds: number): { pages: nu
   let ms = 0;
   let seq = 1;
   for (let r = 0; r <= rounds; r++) {
-    // Dirty every stride-th page, each by its owner (gfn % vcpus).
-    for (let gfn = r % stride; gfn < L.ramPages; gfn += stride) {
-      const v = vcpus[gfn % L.vcpus];
-      guestAccess(kvm, v, gfn, true, ((seq++ & 0x1ffffff) << 7) | v.id);
+    // Dirty every stride-th page, the vCPUs taking turns.
+    for (let gfn = r % stride, k = 0; gfn < L.ramPages; gfn += stride, k++) {
+      const v = vcpus[k % L.vcpus];
+      if (guestAccess(kvm, v, gfn, true, ((seq++ & 0x1ffffff) << 7) | v.id) < 0) throw new Error(`ring bench: access to gfn ${gfn} did not complete (a ring too small?)`);
     }
     const t0 = performance.now();
     let n = 0;
@@ -93,9 +93,14 @@ function measure(cfg: ModelConfig, density: number, rounds: number): { pages: nu
 export function ringBench(o: RingBenchOptions, progress: (line: string) => void = () => {}): RingBenchResult {
   const rows: RingBenchRow[] = [];
   const base: ModelConfig = { ...DEFAULT_MODEL, profile: '6.10', lock: 'rwlock', backing: 'anon', vcpus: o.vcpus, guestMem: o.guestMem, lockStats: false, memPrealloc: true };
+  const sizeFor = (d: number): number => Math.min(KVM_DIRTY_RING_MAX_ENTRIES, nextPow2(Math.ceil(Math.ceil((o.guestMem / 4096) * (d / 100)) / o.vcpus) + KVM_DIRTY_RING_RSVD_ENTRIES + 1));
+  // Warm-up: every point once, not recorded (V8 compiles both paths first).
   for (const d of o.densities) {
-    const perRound = Math.ceil((o.guestMem / 4096) * (d / 100));
-    const ringSize = Math.min(KVM_DIRTY_RING_MAX_ENTRIES, nextPow2(Math.ceil(perRound / o.vcpus) + KVM_DIRTY_RING_RSVD_ENTRIES + 1));
+    measure(base, d, 3);
+    measure({ ...base, dirtyLog: 'ring', dirtyRingSize: sizeFor(d) }, d, 3);
+  }
+  for (const d of o.densities) {
+    const ringSize = sizeFor(d);
     progress(`ring: ${d}% of guest RAM dirty per round, bitmap then ring (${ringSize} entries per vCPU) ...`);
     const b = measure(base, d, o.rounds);
     const r = measure({ ...base, dirtyLog: 'ring', dirtyRingSize: ringSize }, d, o.rounds);

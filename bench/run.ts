@@ -491,7 +491,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     res.dirtyLog = await dirtyLogBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
   }
   if (want('ring')) {
-    const ro = { guestMem: 64 * 1024 * 1024, vcpus: 2, densities: o.quick ? [10] : [1, 10, 100], rounds: o.quick ? 3 : 20 };
+    const ro = { guestMem: 64 * 1024 * 1024, vcpus: 2, densities: o.quick ? [10] : [1, 10, 100], rounds: o.quick ? 3 : 50 };
     progress(`ring: harvest, KVM_GET_DIRTY_LOG against the dirty ring, ${formatBytes(ro.guestMem)} guest, ${ro.vcpus} vCPUs, ${ro.rounds} rounds per point ...`);
     res.ring = ringBench(ro, progress);
   }
