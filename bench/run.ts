@@ -48,7 +48,7 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
                [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
                [--vcpu-mem SIZE] [--profiles OLD,NEW] [--passes N]
   --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair;
-                 dirty-log: --vcpu-mem 2M, --passes 1
+                 dirty-log: --vcpu-mem 2M, --passes 1; ring: one density (10%), 3 rounds
   --duration     length of each threads-mode run (scaling point, overhead run); default 3s
   --lock         lock kinds of the scaling and contended sections (${LOCK_KINDS.join(', ')}; default all); the
                  uncontended section always measures every kind, and both sides of the rwlock
@@ -60,7 +60,9 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
   --profiles     dirty-log section: the two profiles side by side, OLD,NEW (default ${DEFAULT_PROFILES.join(',')}; each
                  with its own mmu_lock); --vcpus and --seed apply; every page is written (not --write-pct)
   --passes       dirty-log section: measured passes per point after a warm-up pass, each populate, logging on,
-                 2 iterations, logging off; a point runs that work, however long it takes (not --duration); default 5`;
+                 2 iterations, logging off; a point runs that work, however long it takes (not --duration); default 5
+  ring section:  KVM_GET_DIRTY_LOG against the dirty ring, pages harvested per second, 6.10, 64M guest, 2 vCPUs,
+                 1%, 10%, 100% of RAM dirty per round, 50 rounds each (one thread; no other flag applies)`;
 
 export interface BenchOptions {
   quick: boolean;
