@@ -10,7 +10,7 @@
  */
 import { Actor } from '../src/sync/actor.js';
 import { FreeSched } from '../src/sync/sched.js';
-import { DEFAULT_MODEL, KVM_DIRTY_RING_MAX_ENTRIES, KVM_DIRTY_RING_RSVD_ENTRIES, type ModelConfig } from '../src/config.js';
+import { DEFAULT_MODEL, KVM_DIRTY_RING_MAX_ENTRIES, KVM_DIRTY_RING_RSVD_ENTRIES, formatBytes, type ModelConfig } from '../src/config.js';
 import { createVm, RAM_SLOT } from '../src/vm.js';
 import { guestAccess } from '../src/kvm/vcpu.js';
 import { kvmEnableDirtyLogging, kvmGetDirtyLog } from '../src/kvm/memslot.js';
@@ -18,15 +18,15 @@ import { dirtyRingCollectAll, kvmVmIoctlResetDirtyPages } from '../src/kvm/dirty
 import { popcount32 } from '../src/kvm/memslot.js';
 
 export interface RingBenchOptions {
-  guestMem: number;
   vcpus: number;
-  /** Shares of guest RAM dirtied per round, in percent. */
-  densities: number[];
+  /** Guest sizes and shares of guest RAM dirtied per round (percent). */
+  points: Array<{ guestMem: number; densityPct: number }>;
   /** Measured rounds per point (after one warm-up round). */
   rounds: number;
 }
 
 export interface RingBenchRow {
+  guestMem: number;
   densityPct: number;
   /** Pages dirtied (and harvested) per round. */
   pages: number;
@@ -41,7 +41,6 @@ export interface RingBenchRow {
 }
 
 export interface RingBenchResult {
-  guestMem: number;
   vcpus: number;
   rounds: number;
   rows: RingBenchRow[];
@@ -92,21 +91,23 @@ function measure(cfg: ModelConfig, density: number, rounds: number): { pages: nu
 
 export function ringBench(o: RingBenchOptions, progress: (line: string) => void = () => {}): RingBenchResult {
   const rows: RingBenchRow[] = [];
-  const base: ModelConfig = { ...DEFAULT_MODEL, profile: '6.10', lock: 'rwlock', backing: 'anon', vcpus: o.vcpus, guestMem: o.guestMem, lockStats: false, memPrealloc: true };
-  const sizeFor = (d: number): number => Math.min(KVM_DIRTY_RING_MAX_ENTRIES, nextPow2(Math.ceil(Math.ceil((o.guestMem / 4096) * (d / 100)) / o.vcpus) + KVM_DIRTY_RING_RSVD_ENTRIES + 1));
+  const baseOf = (guestMem: number): ModelConfig => ({ ...DEFAULT_MODEL, profile: '6.10', lock: 'rwlock', backing: 'anon', vcpus: o.vcpus, guestMem, lockStats: false, memPrealloc: true });
+  const sizeFor = (guestMem: number, d: number): number =>
+    Math.min(KVM_DIRTY_RING_MAX_ENTRIES, nextPow2(Math.ceil(Math.ceil((guestMem / 4096) * (d / 100)) / o.vcpus) + KVM_DIRTY_RING_RSVD_ENTRIES + 1));
   // Warm-up: every point once, not recorded (V8 compiles both paths first).
-  for (const d of o.densities) {
-    measure(base, d, 3);
-    measure({ ...base, dirtyLog: 'ring', dirtyRingSize: sizeFor(d) }, d, 3);
+  for (const { guestMem, densityPct: d } of o.points) {
+    measure(baseOf(guestMem), d, 3);
+    measure({ ...baseOf(guestMem), dirtyLog: 'ring', dirtyRingSize: sizeFor(guestMem, d) }, d, 3);
   }
-  for (const d of o.densities) {
-    const ringSize = sizeFor(d);
-    progress(`ring: ${d}% of guest RAM dirty per round, bitmap then ring (${ringSize} entries per vCPU) ...`);
-    const b = measure(base, d, o.rounds);
-    const r = measure({ ...base, dirtyLog: 'ring', dirtyRingSize: ringSize }, d, o.rounds);
+  for (const { guestMem, densityPct: d } of o.points) {
+    const ringSize = sizeFor(guestMem, d);
+    progress(`ring: ${formatBytes(guestMem)} guest, ${d}% dirty per round, bitmap then ring (${ringSize} entries per vCPU) ...`);
+    const b = measure(baseOf(guestMem), d, o.rounds);
+    const r = measure({ ...baseOf(guestMem), dirtyLog: 'ring', dirtyRingSize: ringSize }, d, o.rounds);
     const bps = b.pages / (b.ms / 1000);
     const rps = r.pages / (r.ms / 1000);
     rows.push({
+      guestMem,
       densityPct: d,
       pages: Math.round(b.pages / o.rounds),
       bitmapPagesPerSec: bps,
@@ -117,5 +118,5 @@ export function ringBench(o: RingBenchOptions, progress: (line: string) => void 
       ringSize,
     });
   }
-  return { guestMem: o.guestMem, vcpus: o.vcpus, rounds: o.rounds, rows };
+  return { vcpus: o.vcpus, rounds: o.rounds, rows };
 }
