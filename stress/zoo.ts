@@ -139,7 +139,9 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   // too), yet not while a loaded machine is still starting the workers
   // (seconds, at a load average of 40 on 2 cores).
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', `${Math.max(3000, Math.floor(b.threadsMs * 0.8))}ms`);
-  return lastWins([...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])]);
+  // A dirty-ring defect acts only with the ring: the generic target keeps --dirty-log ring for it.
+  const ring = b.generic && (ZOO_TARGETS[bug]?.extra ?? []).includes('--dirty-log') ? ['--dirty-log', 'ring'] : [];
+  return lastWins([...args, ...ring, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])]);
 }
 
 /**

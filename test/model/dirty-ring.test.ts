@@ -259,6 +259,25 @@ describe('dirty ring defects, each caught by its invariant', () => {
     return { mismatches, writableAfterReset };
   }
 
+  it('the copy comes after the reset: collect, copy, then reset loses a write made between the copy and the reset (the page stays writable until the reset write-protects it, with no new entry)', () => {
+    const run = (copyFirst: boolean): number => {
+      const w = ringWorld();
+      const { kvm } = w;
+      const v0 = w.vcpus[0];
+      const snap = new Int32Array(kvm.layout.bitmapWords);
+      return miniMigration(w, () => {
+        guestAccess(kvm, v0, 30, true, wval(v0));
+        dirtyRingCollectAll(kvm, w.migrator, RAM_SLOT, snap);
+        if (copyFirst) copyDirtyPages(kvm, w.migrator, RAM_SLOT, snap);
+        guestAccess(kvm, v0, 30, true, wval(v0)); // no fault: still writable
+        kvmVmIoctlResetDirtyPages(kvm, w.migrator);
+        if (!copyFirst) copyDirtyPages(kvm, w.migrator, RAM_SLOT, snap);
+      });
+    };
+    expect(run(false)).toBe(0);
+    expect(run(true)).toBe(1);
+  });
+
   it('ring-reset-no-wp: the reset leaves the page writable, its next write pushes nothing (migration-equal); with the write-protect it is pushed and copied', () => {
     expect(resetThenWrite([])).toEqual({ mismatches: 0, writableAfterReset: false });
     expect(resetThenWrite(['ring-reset-no-wp'])).toEqual({ mismatches: 1, writableAfterReset: true });
