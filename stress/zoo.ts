@@ -91,9 +91,10 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   // migrator collects back to back in migrate; threads mode widens the
   // two-store window with chaos delays.
   'ring-publish-before-offset': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'], threadsExtra: ['--chaos', '0.2'] },
-  'ring-reset-no-wp': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'] },
+  // These two share ring-full-no-exit's threads configuration (one clean run checks all three).
+  'ring-reset-no-wp': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'] },
   // The vgic/ITS table save at stop-and-copy goes to the backup bitmap only.
-  'backup-bitmap-not-collected': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'] },
+  'backup-bitmap-not-collected': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'] },
   // The default ring (256 entries) must fill between two collections: a
   // write-heavy guest; in sim mode PCT, which lets a vCPU run batches while
   // the random strategy gives the migrator most turns (it collects every
