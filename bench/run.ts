@@ -17,12 +17,13 @@ import { BARE_PAIR, LOCK_SUBJECTS, faultBench, lockBench, lockConfigName, lockLa
 import { formatSimSpeed, simSpeedBench, type SimSpeedResult } from './simspeed.js';
 import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
 import { contendedBench, type ContendResult } from './contend.js';
+import { ringBench, type RingBenchResult } from './ring.js';
 import { DEFAULT_PROFILES, UPSTREAM, checkDirtyLogOptions, dirtyLogBench, parseProfilePair, parseVcpuMem, type DirtyLogResult } from './dirtylog.js';
 import type { ProfileName } from '../src/config.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
-export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log', 'eager-split'] as const;
+export const SECTIONS = ['lock', 'tlb', 'fault', 'scaling', 'overhead', 'sim', 'dirty-log', 'eager-split', 'ring'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** DESIGN.md section 7. */
@@ -48,7 +49,7 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
                [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
                [--vcpu-mem SIZE] [--profiles OLD,NEW] [--passes N]
   --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair;
-                 dirty-log: --vcpu-mem 2M, --passes 1
+                 dirty-log: --vcpu-mem 2M, --passes 1; ring: one density (10%), 3 rounds
   --duration     length of each threads-mode run (scaling point, overhead run); default 3s
   --lock         lock kinds of the scaling and contended sections (${LOCK_KINDS.join(', ')}; default all); the
                  uncontended section always measures every kind, and both sides of the rwlock
@@ -62,7 +63,9 @@ export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown F
   --profiles     dirty-log section: the two profiles side by side, OLD,NEW (default ${DEFAULT_PROFILES.join(',')}; each
                  with its own mmu_lock); --vcpus and --seed apply; every page is written (not --write-pct)
   --passes       dirty-log section: measured passes per point after a warm-up pass, each populate, logging on,
-                 2 iterations, logging off; a point runs that work, however long it takes (not --duration); default 5`;
+                 2 iterations, logging off; a point runs that work, however long it takes (not --duration); default 5
+  ring section:  KVM_GET_DIRTY_LOG against the dirty ring, pages harvested per second, 6.10, 2 vCPUs, 64M guest at
+                 1%, 10%, 100% of RAM dirty per round, and 1G at 0.1%, 50 rounds each (one thread; no other flag applies)`;
 
 export interface BenchOptions {
   quick: boolean;
@@ -242,6 +245,8 @@ export interface BenchResults {
   /** dirty_log_perf_test, old profile against new, with the upstream figures (bench/dirtylog.ts). */
   dirtyLog: DirtyLogResult | null;
   eagerSplit: EagerSplitResult | null;
+  /** Bitmap harvest against the dirty ring (bench/ring.ts); absent in older results. */
+  ring?: RingBenchResult | null;
   targets: Target[];
 }
 
@@ -439,6 +444,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     sim: null,
     dirtyLog: null,
     eagerSplit: null,
+    ring: null,
     targets: [],
   };
   const T = res.targets;
@@ -522,8 +528,26 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     progress(`eager-split: logging on with and without eager splitting, ${EAGER_SPLIT_PROFILE}, THP, ${o.vcpus.join('/')} vCPUs x ${formatBytes(o.vcpuMem)}, 1 warm-up + ${o.passes} pass(es) each ...`);
     res.eagerSplit = await eagerSplitBench({ vcpus: o.vcpus, vcpuMem: o.vcpuMem, profiles: o.profiles, passes: o.passes, seed: o.seed }, progress);
   }
+  if (want('ring')) {
+    const M = 1024 * 1024;
+    const points = o.quick ? [{ guestMem: 64 * M, densityPct: 10 }] : [1, 10, 100].map((d) => ({ guestMem: 64 * M, densityPct: d })).concat([{ guestMem: 1024 * M, densityPct: 0.1 }]);
+    const ro = { vcpus: 2, points, rounds: o.quick ? 3 : 50 };
+    progress(`ring: harvest, KVM_GET_DIRTY_LOG against the dirty ring, ${ro.vcpus} vCPUs, ${ro.rounds} rounds per point ...`);
+    res.ring = ringBench(ro, progress);
+  }
   machine.loadavgEnd = os.loadavg();
   return res;
+}
+
+/** The ring section: pages harvested per second, bitmap against ring, same workload. */
+function formatRing(r: RingBenchResult): string[] {
+  return [
+    title(`Dirty-page harvest: KVM_GET_DIRTY_LOG (bitmap) against the dirty ring (collect + KVM_RESET_DIRTY_RINGS), profile 6.10, anon guest, ${r.vcpus} vCPUs, ${r.rounds} rounds per point, one thread:`),
+    table(
+      ['guest', 'dirty per round', 'pages', 'bitmap pages/s', 'ring pages/s', 'ring/bitmap', 'bitmap us/harvest', 'ring us/harvest', 'ring entries'],
+      r.rows.map((x) => [formatBytes(x.guestMem), `${x.densityPct}%`, String(x.pages), fmtRate(x.bitmapPagesPerSec), fmtRate(x.ringPagesPerSec), fmtRatio(x.ratio), x.bitmapUsPerHarvest.toFixed(1), x.ringUsPerHarvest.toFixed(1), String(x.ringSize)]),
+    ),
+  ];
 }
 
 export function formatBench(r: BenchResults, style: 'text' | 'markdown' = 'text'): string {
@@ -598,6 +622,7 @@ function formatSections(r: BenchResults): string {
   if (r.sim) out.push('', formatSimSpeed(r.sim));
   if (r.dirtyLog) out.push('', ...formatDirtyLog(r.dirtyLog));
   if (r.eagerSplit) out.push('', ...formatEagerSplit(r.eagerSplit));
+  if (r.ring) out.push('', ...formatRing(r.ring));
   if (r.targets.length) {
     out.push('', title('Targets (DESIGN.md section 7):'), table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
   }

@@ -58,6 +58,33 @@ export type ManualProtect = (typeof MANUAL_PROTECT)[number];
  */
 export const EAGER_SPLIT_CHUNKS = [0, 4096, 2 * 1024 * 1024, 1024 * 1024 * 1024] as const;
 
+/**
+ * How dirty pages reach userspace: `bitmap` (KVM_GET_DIRTY_LOG, every
+ * profile) or `ring` (KVM_CAP_DIRTY_LOG_RING_ACQ_REL with
+ * KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP: a ring of dirtied gfns per vCPU and a
+ * backup bitmap for writes without a running vCPU; arm64 from Linux 6.2).
+ */
+export const DIRTY_LOGS = ['bitmap', 'ring'] as const;
+export type DirtyLog = (typeof DIRTY_LOGS)[number];
+/** The first profile whose kernel has the dirty ring on arm64 (6.2). */
+export const DIRTY_RING_FIRST_PROFILE: KernelProfile = '6.2';
+/** KVM_DIRTY_RING_RSVD_ENTRIES (include/linux/kvm_dirty_ring.h); arm64's kvm_cpu_dirty_log_size() is 0. */
+export const KVM_DIRTY_RING_RSVD_ENTRIES = 64;
+/**
+ * Ring sizes in entries (struct kvm_dirty_gfn is 16 bytes):
+ * kvm_vm_ioctl_enable_dirty_log_ring() wants a power of two of at least
+ * PAGE_SIZE bytes (256 entries) and at most KVM_DIRTY_RING_MAX_ENTRIES.
+ */
+export const DIRTY_RING_MIN_ENTRIES = 4096 / 16;
+export const KVM_DIRTY_RING_MAX_ENTRIES = 65536;
+/** Default ring size: the smallest the kernel takes, so the soft-full exit comes in ordinary runs. */
+export const DIRTY_RING_DEFAULT_ENTRIES = DIRTY_RING_MIN_ENTRIES;
+
+/** True if the profile's kernel has the dirty ring (6.2 and later). */
+export function profileHasDirtyRing(p: ProfileName): boolean {
+  return KERNEL_PROFILES.indexOf(canonicalProfile(p)) >= KERNEL_PROFILES.indexOf(DIRTY_RING_FIRST_PROFILE);
+}
+
 export const MIN_VCPUS = 1;
 export const MAX_VCPUS = 64;
 export const MIN_GUEST_MEM = PMD_SIZE;
@@ -124,6 +151,10 @@ export interface ModelConfig {
   manualProtect?: ManualProtect;
   /** KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE in bytes (`--eager-split-chunk`); absent or 0 = off. */
   eagerSplitChunk?: number;
+  /** `--dirty-log`: bitmap (absent = bitmap) or ring (6.2 on). */
+  dirtyLog?: DirtyLog;
+  /** `--dirty-ring-size`: entries per vCPU ring (ring mode; absent = DIRTY_RING_DEFAULT_ENTRIES). */
+  dirtyRingSize?: number;
 }
 
 /** The kernel's granule of lock drops in long walks: one 1 GiB PGD entry. */
@@ -228,6 +259,26 @@ export function validateModelConfig(c: ModelConfig, knownBugs: readonly string[]
   const ce = c.condReschedEvery ?? 64;
   if (!Number.isInteger(ce) || ce < 1 || ce > 1 << 30) {
     throw new ConfigError('condReschedEvery', `condReschedEvery must be a whole number from 1 to 2^30, got ${ce}`);
+  }
+  const dl = c.dirtyLog ?? 'bitmap';
+  if (!(DIRTY_LOGS as readonly string[]).includes(dl)) {
+    throw new ConfigError('--dirty-log', `--dirty-log must be one of ${DIRTY_LOGS.join('|')}, got '${dl}'`);
+  }
+  if (dl === 'ring' && !profileHasDirtyRing(c.profile)) {
+    throw new ConfigError(
+      '--dirty-log',
+      `--dirty-log ring needs a kernel with the dirty ring on arm64: profile ${DIRTY_RING_FIRST_PROFILE} or later (${KERNEL_PROFILES.slice(KERNEL_PROFILES.indexOf(DIRTY_RING_FIRST_PROFILE)).join(', ')}, modern), got --profile ${c.profile}`,
+    );
+  }
+  if (c.dirtyRingSize !== undefined) {
+    const rs = c.dirtyRingSize;
+    if (dl !== 'ring') throw new ConfigError('--dirty-ring-size', `--dirty-ring-size applies to --dirty-log ring only, got --dirty-log ${dl}`);
+    if (!isPowerOfTwo(rs) || rs < DIRTY_RING_MIN_ENTRIES || rs > KVM_DIRTY_RING_MAX_ENTRIES) {
+      throw new ConfigError(
+        '--dirty-ring-size',
+        `--dirty-ring-size must be a power of two from ${DIRTY_RING_MIN_ENTRIES} (one 4 KiB page of 16-byte entries) to ${KVM_DIRTY_RING_MAX_ENTRIES} (KVM_DIRTY_RING_MAX_ENTRIES) entries, got ${rs}`,
+      );
+    }
   }
   if (!isPowerOfTwo(c.tlbPageSlots) || c.tlbPageSlots > 4096) {
     throw new ConfigError('tlbPageSlots', `tlbPageSlots must be a power of two up to 4096, got ${c.tlbPageSlots}`);

@@ -226,6 +226,11 @@ export interface Protocol {
   splitKeepsWrite: boolean;
   initiallySetSkipsWp: boolean;
   splitCacheLeak: boolean;
+  // dirty ring defects (src/kvm/dirtyring.ts, src/actors/migrator.ts)
+  ringPublishBeforeOffset: boolean;
+  ringResetNoWp: boolean;
+  backupBitmapNotCollected: boolean;
+  ringFullNoExit: boolean;
 
   // ---- candidate fixes (`--fix`): patches no kernel has, to try before posting ----
   /** relax-checks-granule: the relax path changes a leaf only at the fault's own granule, else -EAGAIN (the vCPU faults again with a fresh one). */
@@ -557,6 +562,43 @@ export const BUGS: readonly BugInfo[] = [
     origin: 'defect class: a cache not given back on one path (the free added in the eager-split series for logging-off and memslot delete)',
     profile: 'modern',
   },
+  // ---- dirty ring defects (run with --dirty-log ring on `modern`) ----
+  {
+    name: 'ring-publish-before-offset',
+    field: 'ringPublishBeforeOffset',
+    description:
+      'kvm_dirty_ring_push() sets the entry\'s DIRTY flag before it writes slot and offset (the smp_wmb() order reversed): a collector that sees DIRTY in between reads the offset of an older lap and reports the wrong page; the reset then write-protects the right one, whose write is never copied',
+    expected: 'migration-equal',
+    also: ['selftest-dirty-log'],
+    origin: '8929bc965964 / 17601bfed909 (the ring\'s acquire/release protocol) undone',
+    profile: 'modern',
+  },
+  {
+    name: 'ring-reset-no-wp',
+    field: 'ringResetNoWp',
+    description: 'KVM_RESET_DIRTY_RINGS resets the entries without write-protecting their pages (kvm_arch_mmu_enable_log_dirty_pt_masked skipped): the pages stay writable and their next writes push no entry',
+    expected: 'migration-equal',
+    also: ['selftest-dirty-log'],
+    origin: 'defect class: the dirty ring\'s reset without its write-protect (harvest-no-wp for rings)',
+    profile: 'modern',
+  },
+  {
+    name: 'backup-bitmap-not-collected',
+    field: 'backupBitmapNotCollected',
+    description: 'stop-and-copy collects the rings but not the backup bitmap (no final KVM_GET_DIRTY_LOG): a vgic/ITS table the host saved into guest RAM without a running vCPU is never copied',
+    expected: 'migration-equal',
+    origin: 'KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (6.2): the VMM must collect the backup bitmap at the end',
+    profile: 'modern',
+  },
+  {
+    name: 'ring-full-no-exit',
+    field: 'ringFullNoExit',
+    description: 'kvm_dirty_ring_check_request() never exits with KVM_EXIT_DIRTY_RING_FULL: the vCPU keeps pushing past the soft limit into a full ring and overwrites entries not yet collected',
+    expected: 'kernel-bug',
+    also: ['migration-equal', 'selftest-dirty-log'],
+    origin: 'defect class: the soft-full exit skipped (KVM_REQ_DIRTY_RING_SOFT_FULL, 6.1)',
+    profile: 'modern',
+  },
 ];
 
 export const BUG_NAMES: readonly string[] = BUGS.map((b) => b.name);
@@ -665,6 +707,10 @@ export function resolveProtocol(profile: ProfileName, bugs: readonly string[], a
     splitKeepsWrite: false,
     initiallySetSkipsWp: false,
     splitCacheLeak: false,
+    ringPublishBeforeOffset: false,
+    ringResetNoWp: false,
+    backupBitmapNotCollected: false,
+    ringFullNoExit: false,
     fixRelaxChecksGranule: false,
     fixNoChangePte: false,
   };

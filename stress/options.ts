@@ -7,7 +7,7 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
-import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, KERNEL_PROFILES, LOCK_KINDS, MANUAL_PROTECT, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ManualProtect, type ProfileName } from '../src/config.js';
+import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, DIRTY_LOGS, DIRTY_RING_DEFAULT_ENTRIES, DIRTY_RING_FIRST_PROFILE, DIRTY_RING_MIN_ENTRIES, KVM_DIRTY_RING_MAX_ENTRIES, type DirtyLog, KERNEL_PROFILES, LOCK_KINDS, MANUAL_PROTECT, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ManualProtect, type ProfileName } from '../src/config.js';
 import { BUG_NAMES, FEATURE_SINCE, FIX_NAMES, checkProfileFeatures, firstProfileSince, resolveProtocol } from '../src/profiles.js';
 import { ALL_SCENARIOS, findScenario } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
@@ -76,6 +76,10 @@ export interface RunOptions {
   manualProtect?: ManualProtect;
   /** KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE in bytes, 0 = off (absent in older reports). */
   eagerSplitChunk?: number;
+  /** `--dirty-log`: bitmap (KVM_GET_DIRTY_LOG; absent in older reports) or ring (per-vCPU dirty rings, 6.2 on). */
+  dirtyLog?: DirtyLog;
+  /** `--dirty-ring-size`: entries per vCPU ring (ring mode); null in bitmap mode. */
+  dirtyRingSize?: number | null;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -131,6 +135,8 @@ export function defaultOptions(): RunOptions {
     reschedGranule: RESCHED_GRANULE_DEFAULT,
     manualProtect: 'off',
     eagerSplitChunk: 0,
+    dirtyLog: 'bitmap',
+    dirtyRingSize: null,
   };
 }
 
@@ -187,6 +193,8 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--lock-hold-sample': { value: true, applies: 'both' },
   '--crash-actor': { value: true, applies: 'both' },
   '--stop-step': { value: true, applies: 'sim' },
+  '--dirty-log': { value: true, applies: 'both' },
+  '--dirty-ring-size': { value: true, applies: 'both' },
 };
 
 /** Flags that may be given more than once. */
@@ -198,6 +206,7 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--json FILE] [--html FILE] [--quiet] [--verbose] [--wide]
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
              [--resched-granule SIZE] [--manual-protect off|on|initially-set] [--eager-split-chunk SIZE]
+             [--dirty-log bitmap|ring] [--dirty-ring-size N]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
     sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
 
@@ -233,6 +242,10 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
                          KVM_DIRTY_LOG_INITIALLY_SET (profiles ${firstProfileSince(FEATURE_SINCE.manualProtect)} on; initially-set ${firstProfileSince(FEATURE_SINCE.initiallySet)} on)
   --eager-split-chunk SIZE  KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: 0 (default, off), 4K, 2M or 1G; blocks split
                          when logging goes on (in CLEAR with initially-set) (profiles ${firstProfileSince(FEATURE_SINCE.eagerSplit)} on)
+  --dirty-log KIND       ${DIRTY_LOGS.join('|')} (default bitmap): how dirty pages reach the migrator, KVM_GET_DIRTY_LOG
+                         or per-vCPU dirty rings with a backup bitmap (profile ${DIRTY_RING_FIRST_PROFILE} or later)
+  --dirty-ring-size N    entries per vCPU ring, a power of two from ${DIRTY_RING_MIN_ENTRIES} to ${KVM_DIRTY_RING_MAX_ENTRIES} (default ${DIRTY_RING_DEFAULT_ENTRIES});
+                         a vCPU exits when 64 (KVM_DIRTY_RING_RSVD_ENTRIES) are left
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
@@ -370,6 +383,12 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--stop-step':
         o.stopStep = parseIntFlag(arg, value, 1, 1e15);
         break;
+      case '--dirty-log':
+        o.dirtyLog = oneOf(arg, value, DIRTY_LOGS);
+        break;
+      case '--dirty-ring-size':
+        o.dirtyRingSize = parseIntFlag(arg, value, 1, KVM_DIRTY_RING_MAX_ENTRIES * 16);
+        break;
     }
   }
   // Checks across flags, whatever their order.
@@ -395,6 +414,7 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       throw new ConfigError('--crash-actor', `--crash-actor ${o.crashActor} names no actor of this run: the vCPUs are vcpu0 to vcpu${o.vcpus - 1}; or hostmm, migrator`);
     }
   }
+  checkDirtyLog(o);
   if (o.mode === 'sim') {
     if (o.ops === null) o.ops = DEFAULT_SIM_OPS;
     o.durationMs = null;
@@ -409,6 +429,24 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
   const mc = validateModelConfig(toModelConfig(o), BUG_NAMES, FIX_NAMES);
   checkProfileFeatures(mc);
   return o;
+}
+
+/** Scenarios whose migrator has no dirty-ring path (their loops harvest with KVM_GET_DIRTY_LOG only). */
+export const RING_SCENARIOS_UNSUPPORTED = ['teardown', 'dirty-log-perf'];
+
+/**
+ * --dirty-log and --dirty-ring-size across flags (the profile is checked in
+ * validateModelConfig, which replay runs too): the ring size needs the
+ * ring; two scenarios have no ring path.
+ */
+function checkDirtyLog(o: RunOptions): void {
+  const dl = o.dirtyLog ?? 'bitmap';
+  if (o.dirtyRingSize != null && dl !== 'ring') {
+    throw new ConfigError('--dirty-ring-size', `--dirty-ring-size applies to --dirty-log ring only, got --dirty-log ${dl}`);
+  }
+  if (dl === 'ring' && RING_SCENARIOS_UNSUPPORTED.includes(o.scenario)) {
+    throw new ConfigError('--dirty-log', `--dirty-log ring is not modelled in --scenario ${o.scenario}; it runs in ${ALL_SCENARIOS.map((s) => s.name).filter((n) => !RING_SCENARIOS_UNSUPPORTED.includes(n)).join(', ')}`);
+  }
 }
 
 /**
@@ -445,6 +483,7 @@ export function toModelConfig(o: RunOptions): ModelConfig {
     ...((o.eagerSplitChunk ?? 0) !== 0 ? { eagerSplitChunk: o.eagerSplitChunk } : {}),
     // sim mode: cond_resched_lock() drops at every call and the scheduler decides who runs
     condReschedEvery: o.mode === 'sim' ? 1 : undefined,
+    ...(o.dirtyLog === 'ring' ? { dirtyLog: 'ring' as const, ...(o.dirtyRingSize != null ? { dirtyRingSize: o.dirtyRingSize } : {}) } : {}),
   };
 }
 
@@ -487,6 +526,8 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
   if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
   if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
+  if ((o.dirtyLog ?? 'bitmap') !== 'bitmap') a.push('--dirty-log', o.dirtyLog as string);
+  if (o.dirtyRingSize != null) a.push('--dirty-ring-size', String(o.dirtyRingSize));
   a.push('--seed', String(o.seed));
   return a;
 }
@@ -528,6 +569,8 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'lockHoldSample', type: 'int', flag: '--lock-hold-sample', required: false },
   { field: 'crashActor', type: 'string', flag: '--crash-actor', required: false, nullable: true },
   { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },
+  { field: 'dirtyLog', type: 'string', flag: '--dirty-log', required: false },
+  { field: 'dirtyRingSize', type: 'int', flag: '--dirty-ring-size', required: false, nullable: true },
 ];
 
 function typeOk(v: unknown, t: FieldType): boolean {

@@ -99,6 +99,20 @@ export const ZOO_TARGETS: Readonly<Record<string, ZooTarget>> = {
   'initially-set-skips-wp': { scenario: 'migrate', backing: 'anon', extra: ['--manual-protect', 'initially-set'] },
   // Cancelled migrations of a THP guest: splits at logging-on fill the cache; a check between two migrations sees it kept.
   'split-cache-leak': { scenario: 'cancel', backing: 'thp', extra: ['--eager-split-chunk', '2M'] },
+  // ---- the dirty ring (profile `modern`, --dirty-log ring) ----
+  // The collector must read an entry between its flag and its offset: the
+  // migrator collects back to back in migrate; threads mode widens the
+  // two-store window with chaos delays.
+  'ring-publish-before-offset': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring'], threadsExtra: ['--chaos', '0.2'] },
+  // These two share ring-full-no-exit's threads configuration (one clean run checks all three).
+  'ring-reset-no-wp': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'] },
+  // The vgic/ITS table save at stop-and-copy goes to the backup bitmap only.
+  'backup-bitmap-not-collected': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'] },
+  // The default ring (256 entries) must fill between two collections: a
+  // write-heavy guest; in sim mode PCT, which lets a vCPU run batches while
+  // the random strategy gives the migrator most turns (it collects every
+  // ~100 pushes there).
+  'ring-full-no-exit': { scenario: 'migrate', backing: 'anon', extra: ['--dirty-log', 'ring', '--write-pct', '95'], simExtra: ['--sched', 'pct'] },
 };
 
 export interface ZooBudget {
@@ -139,7 +153,9 @@ export function zooArgs(bug: string, mode: 'sim' | 'threads', seed: number, b: Z
   // too), yet not while a loaded machine is still starting the workers
   // (seconds, at a load average of 40 on 2 cores).
   else args.push('--duration', `${b.threadsMs}ms`, '--check-every', '200ms', '--watchdog', `${Math.max(3000, Math.floor(b.threadsMs * 0.8))}ms`);
-  return lastWins([...args, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])]);
+  // A dirty-ring defect acts only with the ring: the generic target keeps --dirty-log ring for it.
+  const ring = b.generic && (ZOO_TARGETS[bug]?.extra ?? []).includes('--dirty-log') ? ['--dirty-log', 'ring'] : [];
+  return lastWins([...args, ...ring, ...(t.extra ?? []), ...(mode === 'threads' ? (t.threadsExtra ?? []) : (t.simExtra ?? [])), ...(b.runFlags ?? [])]);
 }
 
 /**

@@ -31,6 +31,8 @@ import { bumpControl, runEnded, safePoint, tick } from './control.js';
 import { type ActorParams, actorSeed } from './params.js';
 import { vmTeardown } from './teardown.js';
 import { PerfLog, perfDone, perfIteration, perfNow, perfStartWord } from './perflog.js';
+import { ITS_TABLE_PAGES, dirtyRingEnabled, dirtyRingReap, ringBase, vgicItsSaveTables } from '../kvm/dirtyring.js';
+import { RING } from '../shm/layout.js';
 
 /** migration-equal kinds in the violation ring */
 export const MIG_MISMATCH = 1;
@@ -111,6 +113,7 @@ function clearChunk(kvm: Kvm, rng: XorShift32 | null): number {
  * drawn from `rng`); stop-and-copy gets and clears everything.
  */
 function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean, rng: XorShift32): boolean {
+  if (dirtyRingEnabled(kvm)) return migrateOnceRing(kvm, actor, p, snapshot, complete);
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   copyAllPages(kvm, actor, RAM_SLOT);
@@ -145,6 +148,85 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
 }
 
 /**
+ * One precopy migration with dirty rings (--dirty-log ring), as QEMU with
+ * `dirty-ring-size` does it: logging on, copy every page, then per round
+ * reap every vCPU's ring (kvm_dirty_ring_reap: collect, then
+ * KVM_RESET_DIRTY_RINGS) and copy what was collected, after the reset (a
+ * page collected and written again before the reset carries no new entry).
+ * Between rounds the host saves a vgic/ITS table page into guest RAM
+ * without a running vCPU (backup bitmap). Stop-and-copy: the vCPUs stop,
+ * the VM-stop handler saves every ITS table page (QEMU's
+ * vm_change_state_handler), the rings are reaped, then the backup bitmap
+ * is collected with KVM_GET_DIRTY_LOG (KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP:
+ * only then, with the vCPUs stopped and the rings empty), the pages are
+ * copied and compared. After logging goes off the rings are reaped once
+ * more and dropped, so that no vCPU waits on a ring nobody collects.
+ */
+export function migrateOnceRing(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Array, complete: boolean): boolean {
+  const backup = new Int32Array(snapshot.length);
+  kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
+  checkLoggingOnReturned(kvm, actor, RAM_SLOT);
+  copyAllPages(kvm, actor, RAM_SLOT);
+  for (let r = 0; r < p.precopyRounds; r++) {
+    actor.sched.idle(0);
+    if (!safePoint(kvm, actor, false)) return false;
+    dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);
+    copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+    kvm.count(actor, CNT.rounds);
+    vgicItsSaveTables(kvm, actor, r, 1);
+  }
+  actor.sched.idle(0);
+  if (!safePoint(kvm, actor, false)) return false;
+  if (!complete) {
+    kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+    dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);
+    kvm.count(actor, CNT.cancels);
+    return true;
+  }
+  if (!pauseVcpus(kvm, actor)) return false;
+  kvm.trace(actor, EV['stop-and-copy'], 0);
+  vgicItsSaveTables(kvm, actor, 0, ITS_TABLE_PAGES);
+  dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);
+  if (!kvm.proto.backupBitmapNotCollected) {
+    kvmGetDirtyLog(kvm, actor, RAM_SLOT, backup);
+    for (let i = 0; i < snapshot.length; i++) snapshot[i] |= backup[i];
+  }
+  copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
+  const res = compareDestination(kvm, actor, RAM_SLOT);
+  kvm.count(actor, CNT.verifiedPages, res.verified);
+  kvm.count(actor, CNT.mismatches, res.mismatches);
+  kvm.count(actor, CNT.migrations);
+  for (const bad of res.bad) kvm.violation(INV['migration-equal'], actor.id, MIG_MISMATCH, bad[0], bad[1], bad[2]);
+  if (res.mismatches > res.bad.length) kvm.violation(INV['migration-equal'], actor.id, MIG_MORE, res.mismatches - res.bad.length);
+  resumeVcpus(kvm, actor);
+  kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+  dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);
+  return true;
+}
+
+/**
+ * The selftest's log collection: KVM_GET_DIRTY_LOG, or with dirty rings
+ * (dirty_log_test -M dirty-ring: dirty_ring_collect_dirty_pages()) every
+ * vCPU's ring collected, then KVM_RESET_DIRTY_RINGS.
+ */
+function selftestCollect(kvm: Kvm, actor: Actor, snapshot: Int32Array): void {
+  if (dirtyRingEnabled(kvm)) dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);
+  else harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
+}
+
+/**
+ * dirty_log_test's dirty_ring_last_page: the page of the access a vCPU
+ * re-executes after a KVM_EXIT_DIRTY_RING_FULL, or -1. Its entry may have
+ * been collected before its write landed, so a dirty page with an old
+ * value is no error there (the selftest skips that page's check).
+ */
+function ringLastPage(kvm: Kvm, gfn: number): boolean {
+  if (!dirtyRingEnabled(kvm)) return false;
+  for (let v = 0; v < kvm.layout.vcpus; v++) if (Atomics.load(kvm.m, ringBase(kvm, v) + RING.LAST_PAGE) === gfn + 1) return true;
+  return false;
+}
+
+/**
  * dirty_log_test.c, per round: collect the log while the vCPUs run, stop
  * them at a sync point, check every page, bump the iteration, resume.
  */
@@ -158,13 +240,13 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
   kvmEnableDirtyLogging(kvm, actor, RAM_SLOT);
   checkLoggingOnReturned(kvm, actor, RAM_SLOT);
   if (!pauseVcpus(kvm, actor)) return;
-  harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
+  selftestCollect(kvm, actor, snapshot);
   Atomics.store(m, CTRL.ITERATION, 1);
   resumeVcpus(kvm, actor);
   let reported = 0;
   while (safePoint(kvm, actor, false)) {
     actor.sched.idle(p.migrationGapMs);
-    harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null), false);
+    selftestCollect(kvm, actor, snapshot);
     if (!pauseVcpus(kvm, actor)) return;
     const iter = Atomics.load(m, CTRL.ITERATION);
     for (let gfn = 0; gfn < L.ramPages; gfn++) {
@@ -174,7 +256,7 @@ function selftestLoop(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arr
       let bad = 0;
       if (track[gfn] && !dirty) bad = ST_TRACKED_NOT_DIRTY;
       if (dirty) {
-        if (valIter !== iter && valIter !== iter - 1) bad = ST_DIRTY_WRONG_ITERATION;
+        if (valIter !== iter && valIter !== iter - 1 && !ringLastPage(kvm, gfn)) bad = ST_DIRTY_WRONG_ITERATION;
         track[gfn] = 0;
       } else if (valIter > iter) {
         bad = ST_FUTURE_VALUE;

@@ -13,7 +13,8 @@ import { XorShift32 } from '../sync/sched.js';
 import { ACTOR, CTRL } from '../shm/layout.js';
 import { CNT } from '../check/names.js';
 import { SITE } from '../sync/sites.js';
-import { ACCESS_ABORTED, ACCESS_LIVELOCK, guestAccess } from '../kvm/vcpu.js';
+import { ACCESS_ABORTED, ACCESS_LIVELOCK, ACCESS_RING_FULL, guestAccess } from '../kvm/vcpu.js';
+import { dirtyRingFullWait, itsTableGfn } from '../kvm/dirtyring.js';
 import { bumpControl, safePoint, tick } from './control.js';
 import { type ActorParams, EDGE_EVERY, actorSeed } from './params.js';
 import { vcpuTargetGfn } from './hostmm.js';
@@ -66,6 +67,10 @@ function runMixedVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
   const deviceThreshold = L.devicePages > 0 ? Math.floor((p.devicePct / 100) * 4294967296) : 0;
   const selftest = p.migrator === 'selftest';
   const targetWord = kvm.actorWord(vcpu.id, ACTOR.TARGET_GFN);
+  // Ring mode: the host saves vgic/ITS tables into the last pages of RAM
+  // (src/kvm/dirtyring.ts); the guest leaves them to it, so that each page
+  // keeps one writer. The selftest has no such writer.
+  const itsFirst = L.dirtyRingSize !== 0 && !selftest ? itsTableGfn(kvm) : ram;
   let hotBase = rng.below(ram);
   let sweep = Math.floor((ram / V) * vcpu.id);
   let done = 0;
@@ -107,6 +112,7 @@ function runMixedVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
         gfn = gfn - (gfn % V) + vcpu.id;
         if (gfn >= limit) gfn -= V;
         if (gfn < 0 || (gfn < ram) !== (limit === ram)) continue;
+        if (gfn >= itsFirst && gfn < ram) continue;
         if (selftest) {
           value = ((Atomics.load(m, CTRL.ITERATION) << 7) | vcpu.id) | 0;
         } else {
@@ -117,7 +123,17 @@ function runMixedVcpu(kvm: Kvm, vcpu: Actor, p: ActorParams): void {
       // A hint for the host-MM actor (read with Atomics.load there); a plain
       // store keeps the hot path cheap.
       m[targetWord] = gfn + 1;
-      const got = guestAccess(kvm, vcpu, gfn, write, value);
+      let got = guestAccess(kvm, vcpu, gfn, write, value);
+      // KVM_EXIT_DIRTY_RING_FULL: wait for the reset, then enter the guest again (the same access).
+      // The selftest's guest stores READ_ONCE(iteration): the wait can span a
+      // sync point (the vCPU pauses while it waits), so it reads it again.
+      while (got === ACCESS_RING_FULL) {
+        if (!dirtyRingFullWait(kvm, vcpu, gfn)) got = ACCESS_ABORTED;
+        else {
+          if (write && selftest) value = ((Atomics.load(m, CTRL.ITERATION) << 7) | vcpu.id) | 0;
+          got = guestAccess(kvm, vcpu, gfn, write, value);
+        }
+      }
       if (got === ACCESS_ABORTED) break;
       if (got === ACCESS_LIVELOCK) {
         livelocked = true;

@@ -544,6 +544,8 @@ const KBUG_TEXT: Record<number, string> = {
   [KBUG.LOCKED_STATE]: 'WARN_ON: an exclusive walker met a LOCKED entry, or stage2_make_pte() on an entry not LOCKED',
   [KBUG.SPLIT_LAST_LEVEL]: 'WARN_ON(ctx->level == KVM_PGTABLE_LAST_LEVEL): the map walker asked to split a page',
   [KBUG.LOCKED_AT_UNLOCK]: 'mmu_lock released with a stage-2 entry still LOCKED by this walker (a break never followed by its make)',
+  [KBUG.DIRTY_RING_FULL]: 'WARN_ON_ONCE(kvm_dirty_ring_full(ring)) in kvm_dirty_ring_push(): a vCPU pushed into its full dirty ring and overwrote an entry not yet reset (args: vCPU, dirty_index, gfn)',
+  [KBUG.WRITE_WITHOUT_VCPU]: 'WARN_ON_ONCE(!vcpu && !kvm_arch_allow_write_without_running_vcpu()) in mark_page_dirty_in_slot(): a page dirtied without a running vCPU outside a vgic table save (args: gfn)',
 };
 
 const ERRNO_NAME: Record<number, string> = { [-12]: '-ENOMEM', [-14]: '-EFAULT' };

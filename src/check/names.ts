@@ -106,6 +106,18 @@ export const COUNTER_NAMES = [
   'dirtyLogClears',
   /** Times eager splitting dropped mmu_lock to top up its cache or reschedule. */
   'splitLockDrops',
+  /** Dirty ring (--dirty-log ring): entries pushed by vCPUs (kvm_dirty_ring_push). */
+  'ringPushes',
+  /** KVM_EXIT_DIRTY_RING_FULL exits (kvm_dirty_ring_check_request). */
+  'ringFullExits',
+  /** Entries userspace collected (DIRTY seen, RESET set). */
+  'ringHarvested',
+  /** Entries KVM_RESET_DIRTY_RINGS reset (kvm_dirty_ring_reset). */
+  'ringResets',
+  /** Pages dirtied without a running vCPU, set in the backup bitmap. */
+  'backupBitmapMarks',
+  /** Guest pages written by the host through KVM (kvm_write_guest: the vgic/ITS table save). */
+  'hostGuestWrites',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export const CNT: { readonly [K in CounterName]: number } = Object.fromEntries(
@@ -162,6 +174,11 @@ export const TRACE_EVENTS = [
   'rcu.free',
   'log.clear',
   'split.eager',
+  'ring.push',
+  'ring.full',
+  'ring.harvest',
+  'ring.reset',
+  'host.write',
 ] as const;
 export type TraceEventName = (typeof TRACE_EVENTS)[number];
 export const EV: { readonly [K in TraceEventName]: number } = Object.fromEntries(

@@ -17,6 +17,7 @@ import { synchronizeSrcu } from '../sync/srcu.js';
 import { kvmMmuSplitHugePages, splitCacheCount, splitCacheFree, stage2WpRange, unmapStage2Range } from './pgtable.js';
 import { kvmFlushRemoteTlbs } from './tlb.js';
 import { CNT, EV } from '../check/names.js';
+import { markPageDirtyInSlotRing } from './dirtyring.js';
 
 export const SLOTW = {
   BASE_GFN: 0,
@@ -101,6 +102,7 @@ export function markPageDirty(kvm: Kvm, actor: Actor, gfn: number): void {
   if (slot < 0) return;
   actor.sched.point(SITE['dirty.mark']);
   const flags = slotFlags(kvm, slot);
+  if (kvm.layout.dirtyRingSize !== 0) return markPageDirtyInSlotRing(kvm, actor, slot, flags, gfn); // src/kvm/dirtyring.ts
   if ((flags & SLOT_HAS_DIRTY_BITMAP) === 0) return;
   const rel = gfn - kvm.m[slotWord(kvm, slot, SLOTW.BASE_GFN)];
   Atomics.or(kvm.m, kvm.m[slotWord(kvm, slot, SLOTW.BITMAP)] + (rel >>> 5), 1 << (rel & 31));

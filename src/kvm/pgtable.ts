@@ -83,6 +83,10 @@ export const KBUG = {
   SPLIT_LAST_LEVEL: 7,
   /** mmu_lock released by a walker with an entry still LOCKED (a break never made). */
   LOCKED_AT_UNLOCK: 8,
+  /** WARN_ON_ONCE(kvm_dirty_ring_full(ring)) in kvm_dirty_ring_push(): a push into a full ring overwrites an entry. */
+  DIRTY_RING_FULL: 9,
+  /** WARN_ON_ONCE(!vcpu && !kvm_arch_allow_write_without_running_vcpu(kvm)) in mark_page_dirty_in_slot(). */
+  WRITE_WITHOUT_VCPU: 10,
 } as const;
 
 /** lock-held violation kinds (word `kind`). */

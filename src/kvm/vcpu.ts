@@ -11,6 +11,7 @@
  */
 import type { Kvm } from './kvm.js';
 import type { Actor } from '../sync/actor.js';
+import { kvmDirtyRingCheckRequest } from './dirtyring.js';
 import { ACTOR, CTRL } from '../shm/layout.js';
 import { SITE } from '../sync/sites.js';
 import { CNT, INV } from '../check/names.js';
@@ -42,6 +43,12 @@ export const MAX_FAULTS_PER_ACCESS_TOTAL = 1 << 20;
 export const ACCESS_ABORTED = -2;
 /** Result of an access given up as a livelock (a `progress` violation is recorded). */
 export const ACCESS_LIVELOCK = -3;
+/**
+ * The vCPU exited with KVM_EXIT_DIRTY_RING_FULL before re-entering the
+ * guest (`--dirty-log ring`): the access did not complete; the vCPU thread
+ * waits for its ring to be reset (dirtyRingFullWait), then runs it again.
+ */
+export const ACCESS_RING_FULL = -4;
 
 /**
  * What an abandoned access kept faulting on: the low bits of its `progress`
@@ -163,6 +170,8 @@ export function guestAccess(kvm: Kvm, vcpu: Actor, gfn: number, write: boolean, 
     vcpu.lockedSeen = -1;
     kvmHandleGuestAbort(kvm, vcpu, gfn, write, permFault, level);
     if (Atomics.load(m, CTRL.END) !== 0) return ACCESS_ABORTED;
+    // kvm_dirty_ring_check_request() before the guest is entered again
+    if (L.dirtyRingSize !== 0 && kvmDirtyRingCheckRequest(kvm, vcpu)) return ACCESS_RING_FULL;
     // No usable memslot (being deleted: KVM_MEMSLOT_INVALID, or gone): for
     // the kernel an MMIO exit to userspace, which runs the vCPU again until
     // the memslot transaction is over; that wait is not a livelock.

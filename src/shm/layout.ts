@@ -11,7 +11,7 @@
  * Nothing is allocated after start: TIGER_STYLE, all memory sized up front.
  */
 import { PTRS_PER_TABLE, PTRS_PER_PMD, PAGES_PER_PGD_ENTRY, PAGE_SIZE } from '../arch/stage2.js';
-import type { ModelConfig } from '../config.js';
+import { DIRTY_RING_DEFAULT_ENTRIES, type ModelConfig } from '../config.js';
 
 /** KVM_MMU_CACHE_MIN_PAGES on arm with 3 levels: one PMD and one PTE table. */
 export const KVM_MMU_CACHE_MIN_PAGES = 2;
@@ -111,6 +111,11 @@ export const CTRL = {
    * knows the tables moved under it.
    */
   S2_CHANGES: 32,
+  /**
+   * dist->table_write_in_progress: the host is saving vgic/ITS tables into
+   * guest RAM (kvm_arch_allow_write_without_running_vcpu(), dirty ring).
+   */
+  VGIC_TABLE_WRITE: 56,
   /** Number of whole-table frees (for trace). */
   WORDS: 64,
 } as const;
@@ -197,6 +202,17 @@ export interface Layout {
    * KVM_DIRTY_LOG_INITIALLY_SET); laid out as the dirty bitmaps.
    */
   clearedBitmap: number;
+  /**
+   * Dirty rings (`--dirty-log ring`), one per vCPU: RING_HDR_WORDS of
+   * header (RING), then dirtyRingSize entries of RING_ENTRY_WORDS
+   * {flags, slot, offset} (struct kvm_dirty_gfn). Empty in bitmap mode, so
+   * that every other region keeps its offset.
+   */
+  dirtyRings: number;
+  /** Entries per ring; 0 in bitmap mode. */
+  dirtyRingSize: number;
+  /** Words of one vCPU's ring (header and entries). */
+  dirtyRingWords: number;
   /** Total Int32 words. */
   words: number;
   /** Offset in Float64 elements of the counters region. */
@@ -281,6 +297,9 @@ export function computeLayout(c: ModelConfig): Layout {
   const mmuLockReaders = take(nActors);
   const splitCache = take(1 + splitCacheCap);
   const clearedBitmap = take(bitmapWords);
+  const dirtyRingSize = c.dirtyLog === 'ring' ? (c.dirtyRingSize ?? DIRTY_RING_DEFAULT_ENTRIES) : 0;
+  const dirtyRingWords = dirtyRingSize === 0 ? 0 : RING_HDR_WORDS + dirtyRingSize * RING_ENTRY_WORDS;
+  const dirtyRings = take(vcpus * dirtyRingWords);
   if (w % 2 === 1) w += 1;
   const countersF64 = w / 2;
   const words = w + nActors * N_COUNTERS * 2;
@@ -339,6 +358,9 @@ export function computeLayout(c: ModelConfig): Layout {
     splitCache,
     splitCacheCap,
     clearedBitmap,
+    dirtyRings,
+    dirtyRingSize,
+    dirtyRingWords,
     words,
     countersF64,
     bytes: words * 4,
@@ -368,3 +390,26 @@ export const ACTOR = {
   /** The stage-2 entry (word index + 1) this walker LOCKED and has not made yet (arm64 6.2 on), 0 for none. */
   LOCKED_ENTRY: 7,
 } as const;
+
+/** Words of a dirty ring's header. */
+export const RING_HDR_WORDS = 8;
+/** Words of one ring entry: struct kvm_dirty_gfn {flags, slot, offset}. */
+export const RING_ENTRY_WORDS = 3;
+/** A dirty ring's header words (relative to the ring's base). */
+export const RING = {
+  /** ring->dirty_index: entries pushed (KVM's producer index). */
+  DIRTY_INDEX: 0,
+  /** ring->reset_index: entries reset by KVM_RESET_DIRTY_RINGS. */
+  RESET_INDEX: 1,
+  /** KVM_REQ_DIRTY_RING_SOFT_FULL pending on the vCPU. */
+  SOFT_FULL_REQ: 2,
+  /** Userspace's fetch index (QEMU's kvm_dirty_ring_reap_one, the selftest's dirty_ring_collect_one). */
+  FETCH_INDEX: 3,
+  /** gfn + 1 of the access in flight when the vCPU exited with KVM_EXIT_DIRTY_RING_FULL (dirty_log_test's dirty_ring_last_page), 0 none. */
+  LAST_PAGE: 4,
+  /** KVM_EXIT_DIRTY_RING_FULL exits taken. */
+  FULL_EXITS: 5,
+} as const;
+/** Entry flags (include/uapi/linux/kvm.h). */
+export const KVM_DIRTY_GFN_F_DIRTY = 1 << 0;
+export const KVM_DIRTY_GFN_F_RESET = 1 << 1;

@@ -51,6 +51,14 @@ export const SITE_NAMES = [
   'pgtable.descend',
   /** Eager page splitting dropped mmu_lock between two chunks (to top up its cache or reschedule). */
   'split.resched',
+  /** Between the two stores of kvm_dirty_ring_push(): the entry's slot/offset and its DIRTY flag. */
+  'ring.push',
+  /** A vCPU thread waiting after KVM_EXIT_DIRTY_RING_FULL for its ring to be reset. */
+  'ring.full',
+  /** Userspace collecting a ring entry (between reading DIRTY and reading slot/offset). */
+  'ring.harvest',
+  /** KVM_RESET_DIRTY_RINGS walking the reset entries. */
+  'ring.reset',
 ] as const;
 
 export type SiteName = (typeof SITE_NAMES)[number];
@@ -118,6 +126,9 @@ const PREEMPT_EVERY: Partial<Record<SiteName, number>> = {
   'rcu.read': 64,
   'rcu.callback': 8,
   'pgtable.descend': 4,
+  'ring.push': 2,
+  'ring.harvest': 8,
+  'ring.reset': 8,
 };
 
 /** Preemption odds per site: one in SITE_PREEMPT_EVERY[site]. */

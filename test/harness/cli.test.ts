@@ -81,6 +81,14 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
     ['replay with a run flag', ['replay', 'r.json', '--seed', '3'], /replay takes only --json, --html, --quiet, --verbose and --wide.*--seed would change the run/],
     ['replay without a file', ['replay'], /replay needs a report file/],
     ['zoo flag without value', ['zoo', '--seeds', '--mode'], /--seeds needs a value/],
+    ['--dirty-log not one of', ['run', '--dirty-log', 'log'], /--dirty-log must be one of bitmap\|ring, got 'log'/],
+    ['--dirty-log ring before 6.2', ['run', '--profile', '5.18', '--dirty-log', 'ring'], /--dirty-log ring needs a kernel with the dirty ring on arm64: profile 6\.2 or later \(6\.2, 6\.5, 6\.7, 6\.10, modern\), got --profile 5\.18/],
+    ['--dirty-log ring on the default profile', ['run', '--dirty-log', 'ring'], /--dirty-log ring needs .* profile 6\.2 or later .* got --profile fixed/],
+    ['--dirty-ring-size without the ring', ['run', '--profile', 'modern', '--dirty-ring-size', '512'], /--dirty-ring-size applies to --dirty-log ring only, got --dirty-log bitmap/],
+    ['--dirty-ring-size not a power of two', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '300'], /--dirty-ring-size must be a power of two from 256 .* to 65536 .* got 300/],
+    ['--dirty-ring-size below a page', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '128'], /--dirty-ring-size must be a power of two from 256/],
+    ['--dirty-ring-size above the kernel limit', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '131072'], /--dirty-ring-size must be a power of two from 256 .* to 65536/],
+    ['--dirty-log ring in a scenario without it', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--scenario', 'teardown'], /--dirty-log ring is not modelled in --scenario teardown; it runs in mixed, migrate/],
   ];
   for (const [what, args, msg] of bad) {
     it(`${what}: ${args.join(' ')}`, async () => {
@@ -178,6 +186,18 @@ describe('the rerun line', () => {
     for (const f of ['--watchdog', '--check-every', '--chaos', '--duration']) expect(line).not.toContain(f);
     expect(runFields(parseRunArgs(line.split(' ').slice(2)))).toEqual(runFields(o));
     expect(replayCommand(parseRunArgs(['--mode', 'sim', '--seed', '1']))).not.toContain('--pct-depth');
+  });
+
+  it('carries --dirty-log ring and --dirty-ring-size, and leaves both out in bitmap mode', () => {
+    const o = parseRunArgs(['--profile', '6.2', '--dirty-log', 'ring', '--dirty-ring-size', '1024', '--mode', 'sim', '--seed', '2']);
+    const line = replayCommand(o);
+    expect(line).toContain('--dirty-log ring --dirty-ring-size 1024');
+    expect(runFields(parseRunArgs(line.split(' ').slice(2)))).toEqual(runFields(o));
+    expect(toModelConfig(o)).toMatchObject({ dirtyLog: 'ring', dirtyRingSize: 1024 });
+    const plain = parseRunArgs(['--profile', '6.2', '--seed', '2']);
+    expect(replayCommand(plain)).not.toContain('--dirty-');
+    expect(toModelConfig(plain).dirtyLog).toBeUndefined();
+    expect(createVm(toModelConfig({ ...plain, guestMem: 2 * 1024 * 1024 })).layout.dirtyRingSize).toBe(0);
   });
 
   it('writes exact values for replay (bytes, ms) and readable ones in the rerun line', () => {
