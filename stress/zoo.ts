@@ -267,11 +267,13 @@ export function formatKillTable(rows: ZooRow[], meta: string): string {
 }
 
 export const ZOO_USAGE = `s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--sim-ops N] [--threads-duration TIME]
-             [--run-flags 'FLAGS'] [--generic] [--json FILE] [--html FILE] [--verbose]
+             [--run-flags 'FLAGS'] [--generic] [--clean] [--json FILE] [--html FILE] [--verbose]
 s2stress zoo --from FILE [--compare BEFORE.json] [--html FILE]
   run every --bug (or the ones named) over seeds 1..N (or A..B) in each mode and print the kill table;
   --run-flags adds run flags to every run, --generic runs every bug in one untuned configuration;
   --from prints a saved kill table (with --compare, before and after columns) without running;
+  --clean runs each bug's configuration without the bug (its clean profile) over the same seeds
+  instead, and exits 1 if any clean run failed;
   exit 0 when every bug was caught, 1 when one was not, 2 on bad usage`;
 
 /** What `--json` writes. */
@@ -305,6 +307,60 @@ export function recount(bug: string, c: ZooCell | null, mode: 'sim' | 'threads',
     times.push(hit || mode === 'sim' ? s.ms : b.threadsMs);
   }
   return { ...c, caught, otherFailures: other, medianMs: caught > c.tried / 2 ? median(times) : null };
+}
+
+/** One clean configuration's runs: each defect's zoo configuration without the defect. */
+export interface ZooCleanRow {
+  bug: string;
+  profile: string;
+  /** Per mode: runs that passed, runs, and each failure's seed and first invariant. */
+  sim: { passed: number; runs: number; failures: { seed: number; invariant: string; message: string }[] } | null;
+  threads: { passed: number; runs: number; failures: { seed: number; invariant: string; message: string }[] } | null;
+}
+
+/**
+ * `zoo --clean`: every defect's configuration run without the defect (the
+ * clean profile it is injected into) over the same seeds, in each mode: the
+ * false-alarm side of the kill table. Exit 1 if any clean run failed.
+ */
+async function cleanTable(only: string[], modes: ('sim' | 'threads')[], b: ZooBudget, json: string | null, io: { out(s: string): void; err(s: string): void }): Promise<number> {
+  const rows: ZooCleanRow[] = [];
+  const seen = new Set<string>();
+  const t0 = Date.now();
+  const loadBefore = loadavg();
+  for (const info of BUGS) {
+    if (only.length && !only.includes(info.name)) continue;
+    const row: ZooCleanRow = { bug: info.name, profile: zooProfile(info.name), sim: null, threads: null };
+    for (const mode of modes) {
+      const cell = { passed: 0, runs: 0, failures: [] as { seed: number; invariant: string; message: string }[] };
+      for (let seed = b.seedBase ?? 1; seed < (b.seedBase ?? 1) + b.seeds; seed++) {
+        const args = zooArgs(info.name, mode, seed, b).filter((x, i, a) => x !== '--bug' && a[i - 1] !== '--bug');
+        const key = args.join(' ');
+        if (seen.has(key)) continue; // another defect's configuration, already run
+        seen.add(key);
+        const o = parseRunArgs(args);
+        o.quiet = true;
+        const r = mode === 'sim' ? await runSim(o) : await runThreads(o);
+        cell.runs++;
+        if (r.result === 'pass') cell.passed++;
+        else cell.failures.push({ seed, invariant: r.violations[0]?.invariant ?? 'harness', message: (r.violations[0]?.message ?? r.error ?? '').split('\n')[0] });
+      }
+      if (mode === 'sim') row.sim = cell;
+      else row.threads = cell;
+    }
+    rows.push(row);
+    io.err(`${info.name} (clean ${row.profile}): sim ${row.sim ? `${row.sim.passed}/${row.sim.runs}` : '-'}, threads ${row.threads ? `${row.threads.passed}/${row.threads.runs}` : '-'}`);
+  }
+  const c = (x: ZooCleanRow['sim']): string => (x === null ? '-' : x.runs === 0 ? 'same as above' : `${x.passed}/${x.runs} clean${x.failures.length ? `; ${x.failures.map((f) => `seed ${f.seed}: ${f.invariant}`).join(', ')}` : ''}`);
+  io.out(`clean runs of each defect's configuration, seeds ${b.seedBase ?? 1}..${(b.seedBase ?? 1) + b.seeds - 1}, sim ${b.simOps} accesses, threads ${b.threadsMs / 1000}s${b.runFlags ? `, every run with ${b.runFlags.join(' ')}` : ''}`);
+  io.out('');
+  io.out('| configuration of | profile | sim | threads |');
+  io.out('|---|---|---|---|');
+  for (const r of rows) io.out(`| ${r.bug} | ${r.profile} | ${c(r.sim)} | ${c(r.threads)} |`);
+  const load = { start: loadBefore.map((x) => +x.toFixed(2)), end: loadavg().map((x) => +x.toFixed(2)) };
+  io.err(`zoo --clean: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at start ${load.start.join(' ')}, at end ${load.end.join(' ')}`);
+  if (json) writeFileSync(json, JSON.stringify({ kind: 'clean', budget: b, load, wallMs: Date.now() - t0, rows }, null, 2));
+  return rows.every((r) => (r.sim?.failures.length ?? 0) + (r.threads?.failures.length ?? 0) === 0) ? 0 : 1;
 }
 
 /** Kill table with before/after columns per mode (`--compare BEFORE.json`). */
@@ -351,11 +407,13 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
   let from: ZooFile | null = null;
   let compare: ZooFile | null = null;
   let html: string | null = null;
+  let clean = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    const v = (): string => {
+    // A value may not look like a flag, except --run-flags' own (a list of flags).
+    const v = (flags = false): string => {
       const x = args[++i];
-      if (x === undefined || x.startsWith('--')) throw new ConfigError(a, `${a} needs a value`);
+      if (x === undefined || (!flags && x.startsWith('--'))) throw new ConfigError(a, `${a} needs a value`);
       return x;
     };
     switch (a) {
@@ -394,7 +452,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
         break;
       }
       case '--run-flags': {
-        const flags = v().split(/\s+/).filter((x) => x !== '');
+        const flags = v(true).split(/\s+/).filter((x) => x !== '');
         for (const bad of ['--bug', '--mode', '--seed', '--ops', '--duration', '--profile']) {
           if (flags.includes(bad)) throw new ConfigError(a, `--run-flags may not set ${bad} (the zoo sets it per run)`);
         }
@@ -404,6 +462,9 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
       }
       case '--generic':
         b.generic = true;
+        break;
+      case '--clean':
+        clean = true;
         break;
       case '--json':
         json = v();
@@ -431,6 +492,7 @@ export async function main(args: string[], io: { out(s: string): void; err(s: st
     if (html) writeTextAtomic(html, htmlZoo(from.rows, from.meta));
     return 0;
   }
+  if (clean) return cleanTable(only, modes, b, json, io);
   const rows: ZooRow[] = [];
   const loadBefore = loadavg();
   const t0 = Date.now();
