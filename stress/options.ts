@@ -444,6 +444,11 @@ function checkDirtyLog(o: RunOptions): void {
   if (o.dirtyRingSize != null && dl !== 'ring') {
     throw new ConfigError('--dirty-ring-size', `--dirty-ring-size applies to --dirty-log ring only, got --dirty-log ${dl}`);
   }
+  if (dl === 'ring' && (o.manualProtect ?? 'off') !== 'off') {
+    // QEMU enables KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 only without the ring
+    // (kvm_init); with it, KVM_RESET_DIRTY_RINGS is what write-protects.
+    throw new ConfigError('--manual-protect', `--manual-protect ${o.manualProtect} applies to the bitmap (KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG); with --dirty-log ring the ring's reset write-protects: use --manual-protect off`);
+  }
   if (dl === 'ring' && RING_SCENARIOS_UNSUPPORTED.includes(o.scenario)) {
     throw new ConfigError('--dirty-log', `--dirty-log ring is not modelled in --scenario ${o.scenario}; it runs in ${ALL_SCENARIOS.map((s) => s.name).filter((n) => !RING_SCENARIOS_UNSUPPORTED.includes(n)).join(', ')}`);
   }

@@ -85,6 +85,7 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
     ['--dirty-log ring before 6.2', ['run', '--profile', '5.18', '--dirty-log', 'ring'], /--dirty-log ring needs a kernel with the dirty ring on arm64: profile 6\.2 or later \(6\.2, 6\.5, 6\.7, 6\.10, modern\), got --profile 5\.18/],
     ['--dirty-log ring on the default profile', ['run', '--dirty-log', 'ring'], /--dirty-log ring needs .* profile 6\.2 or later .* got --profile fixed/],
     ['--dirty-ring-size without the ring', ['run', '--profile', 'modern', '--dirty-ring-size', '512'], /--dirty-ring-size applies to --dirty-log ring only, got --dirty-log bitmap/],
+    ['--manual-protect with the ring', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--manual-protect', 'on'], /--manual-protect on applies to the bitmap.*use --manual-protect off/],
     ['--dirty-ring-size not a power of two', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '300'], /--dirty-ring-size must be a power of two from 256 .* to 65536 .* got 300/],
     ['--dirty-ring-size below a page', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '128'], /--dirty-ring-size must be a power of two from 256/],
     ['--dirty-ring-size above the kernel limit', ['run', '--profile', 'modern', '--dirty-log', 'ring', '--dirty-ring-size', '131072'], /--dirty-ring-size must be a power of two from 256 .* to 65536/],
