@@ -89,9 +89,12 @@ const A_TURN = 4;
  * `replay` refuses a report of another version. 1: uniform 1/256
  * preemption (no version field in the report); 2: per-site odds, lock
  * hand-over to waiters, PCT change points on window sites, host operations
- * aimed at hot pages, edge accesses.
+ * aimed at hot pages, edge accesses; 3: the host model's KSM merge holds the
+ * lock of the page it makes stable and a reference on both pages, looked up
+ * under their host PTE locks (two more scheduling points per merge): a seed
+ * whose run meets a KSM merge runs differently.
  */
-export const SCHEDULE_VERSION = 2;
+export const SCHEDULE_VERSION = 3;
 
 /** At a lock release, the lock goes to a waiter with probability 1/HANDOFF_EVERY (random strategy). */
 export const HANDOFF_EVERY = 2;
