@@ -416,7 +416,7 @@ export async function shrinkReport(original: Report, options: RunOptions, contro
         // its end (no --stop-step), and the shortest prefix of the kept one
         // is looked for again at once.
         const p = current!.config.maxPreemptions ?? current!.schedule?.preemptions ?? 0;
-        const had = current;
+        const had: Report | null = current;
         await bisect(0, p, (k) => `--max-preemptions ${k}`, (k) => ({ maxPreemptions: k, stopStep: null }), res.attempts);
         if (current !== had && !outOfBudget()) await shortestPrefix(res.attempts);
       }
