@@ -252,8 +252,9 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --eager-split-chunk SIZE  KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE: 0 (default, off), 4K, 2M or 1G; blocks split
                          when logging goes on (in CLEAR with initially-set) (profiles ${firstProfileSince(FEATURE_SINCE.eagerSplit)} on)
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
-  --host-ops LIST        the host-MM operation kinds to draw, a comma list of the scenario's own (${HOST_OP_KINDS.join(', ')}),
-                         or none; default: all of the scenario's (s2stress shrink drops them one by one)
+  --host-ops LIST        the host-MM operation kinds to draw: a comma list of the scenario's own, or none
+                         (kinds: ${HOST_OP_KINDS.join(', ')});
+                         default: all of the scenario's
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
   --check-every TIME     threads: stop-the-world check period, 1ms to 1h (default 1s)
