@@ -9,12 +9,12 @@
  * the same on a slow machine.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, replay } from '../../stress/api.js';
 import { main } from '../../stress/cli.js';
-import { signatureOf } from '../../stress/campaign.js';
+import { parseCampaignArgs, shrinkSignatures, signatureOf, type CampaignSignature } from '../../stress/campaign.js';
 import { parseRunArgs, replayCommand } from '../../stress/options.js';
 import { shrinkReport, ratio, readFailingReport, type ShrinkControl } from '../../stress/shrink.js';
 import type { Report } from '../../stress/report.js';
@@ -182,4 +182,27 @@ describe('shrink usage', () => {
     expect(ratio(100, 180)).toBe('1.8x more');
     expect(ratio(5, 5)).toBe('same');
   });
+});
+
+describe('campaign --shrink', () => {
+  it('records the shrunk reproducer of each signature (file and replay), the other fields unchanged', async () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'failures'));
+    const rep = await run({ mode: 'sim', scenario: 'migrate', profile: 'fixed', bugs: ['no-mark-dirty'], vcpus: 2, guestMem: 2 * MiB, ops: 300, seed: 1 });
+    expect(rep.result, 'seed 1').toBe('fail');
+    const sig = signatureOf(rep);
+    const entry: CampaignSignature = { signature: sig.signature, profile: 'fixed', invariant: sig.invariant, role: sig.role, count: 1, firstSeed: 1, reproducer: 'job1', file: 'failures/job1.json', replay: rep.replay, example: sig.example };
+    const before = { ...entry };
+    const o = { ...parseCampaignArgs(['--mode', 'sim', '--shrink', '1s', '--out', dir]) };
+    expect(o.shrinkMs).toBe(1000);
+    await shrinkSignatures([entry], new Map([['job1', rep]]), o, { out: () => {}, err: () => {} });
+    const { shrunk, ...rest } = entry;
+    expect(rest).toEqual(before);
+    expect(shrunk).toMatchObject({ file: 'failures/job1.shrunk.json' });
+    expect(['shrunk', 'minimal']).toContain(shrunk!.status);
+    const kept = JSON.parse(readFileSync(join(dir, shrunk!.file!), 'utf8')) as Report;
+    expect(kept.replay).toBe(shrunk!.replay);
+    expect(signatureOf(kept).signature).toBe(sig.signature);
+    expect(() => parseCampaignArgs(['--shrink', 'soon'])).toThrow(/--shrink takes a duration from 1s/);
+  }, 20_000);
 });
