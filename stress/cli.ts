@@ -34,7 +34,8 @@ export const USAGE = `usage:
   ${LIST_HELP}
   s2stress bench [--quick] [--json FILE] [...]   micro and scaling benchmarks (bench --help)
   s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles L] [--scenarios L] [--backings L] [--jobs K]
-                    [--shard I/N] [--out DIR]   many seeded runs, failures deduplicated (campaign --help)
+                    [--shard I/N] [--out DIR] [--shrink TIME]
+                                                 many seeded runs, failures deduplicated (campaign --help)
   s2stress merge DIR... --out DIR                merge the --out directories of a campaign's shards
   s2stress shrink REPORT.json [--budget TIME] [--out FILE] [--json FILE] [--quiet]
                                                  the smallest run that fails alike (shrink --help)

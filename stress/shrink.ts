@@ -306,6 +306,7 @@ export async function shrinkReport(original: Report, options: RunOptions, contro
         }
         if (accept(rep, target)) {
           result = 'fails';
+          if (detail) detail = `an earlier try failed otherwise: ${detail}`;
           break;
         }
         if (rep.result === 'fail') {
