@@ -179,6 +179,8 @@ describe('shrink usage', () => {
   it('ratios read as the output says them', () => {
     expect(ratio(47539, 4624)).toBe('10x fewer');
     expect(ratio(4, 1)).toBe('4x fewer');
+    expect(ratio(199, 10)).toBe('20x fewer');
+    expect(ratio(2, 3)).toBe('1.5x more');
     expect(ratio(100, 180)).toBe('1.8x more');
     expect(ratio(5, 5)).toBe('same');
   });
