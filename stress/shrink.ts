@@ -499,14 +499,19 @@ export function formatShrink(r: ShrinkResult, outFile: string | null): string[] 
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max('original'.length, ...rows.map((x) => x[1].length));
   const w2 = Math.max('shrunk'.length, ...rows.map((x) => x[2].length));
-  lines.push(`  ${''.padEnd(w0)}  ${'original'.padEnd(w1)}  ${'shrunk'.padEnd(w2)}`);
+  lines.push(`  ${''.padEnd(w0)}  ${'original'.padEnd(w1)}  shrunk`);
   for (const [a, b, c, d] of rows) lines.push(`  ${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c.padEnd(w2)}  ${d}`.trimEnd());
   const perPass = r.passes
     .filter((p) => !p.skipped || p.round === 1)
-    .map((p) => (p.skipped ? `${p.pass} skipped (${p.skipped})` : `${p.pass}${p.round > 1 ? ` (round ${p.round})` : ''} ${p.from} -> ${p.to} in ${p.attempts.reduce((n, a) => n + a.runs, 0)} run(s)`));
+    .map((p) => {
+      if (p.skipped) return `${p.pass} skipped (${p.skipped})`;
+      const ran = p.attempts.reduce((n, a) => n + a.runs, 0);
+      const known = p.attempts.filter((a) => a.runs === 0 && a.result !== 'invalid' && a.result !== 'budget').length;
+      return `${p.pass}${p.round > 1 ? ` (round ${p.round})` : ''} ${p.from} -> ${p.to} in ${ran} run(s)${known ? ` and ${known} known` : ''}`;
+    });
   lines.push(`  passes: ${perPass.join('; ')}`);
   lines.push(
-    `  ${r.status === 'shrunk' ? 'shrunk' : 'already minimal: no smaller run fails alike'}; ${r.runs} runs in ${(r.elapsedMs / 1000).toFixed(1)} s (budget ${formatDuration(r.budgetMs)})${r.budgetReached ? '; the budget ran out: this is the smallest reached, not necessarily the smallest' : ''}`,
+    `  ${r.status === 'shrunk' ? 'shrunk' : r.budgetReached ? 'nothing smaller found' : 'already minimal: no smaller run fails alike'}; ${r.runs} runs in ${(r.elapsedMs / 1000).toFixed(1)} s (budget ${formatDuration(r.budgetMs)})${r.budgetReached ? '; the budget ran out: this is the smallest reached, not necessarily the smallest' : ''}`,
   );
   if (outFile) lines.push(`  replay: s2stress replay ${outFile}`);
   lines.push(`  rerun: ${r.replay}`);
