@@ -181,14 +181,19 @@ export function readFailingReport(file: string): { report: Report; options: RunO
   } catch (e) {
     throw new ConfigError('shrink', `cannot read report '${file}': ${(e as Error).message}`);
   }
-  if (!prior || typeof prior !== 'object' || Array.isArray(prior)) throw new ConfigError('shrink', `'${file}' is not an s2stress report (not a JSON object)`);
-  if (prior.tool !== undefined && prior.tool !== 's2stress') throw new ConfigError('tool', `'${file}' is not an s2stress report (tool '${String(prior.tool)}')`);
-  if (!('config' in prior)) throw new ConfigError('config', `'${file}' is not an s2stress report: it has no config`);
-  if (!Array.isArray(prior.violations)) throw new ConfigError('violations', `'${file}' is not an s2stress report: its violations field is not a list`);
-  if (prior.violations.length === 0 && !prior.error) throw new ConfigError('shrink', `'${file}' is the report of a run that passed: there is no failure to shrink`);
+  return { report: prior, options: failingReportOptions(prior, `'${file}'`) };
+}
+
+/** The options of a failing report's run; a ConfigError if it is no report, or of a run that passed. */
+export function failingReportOptions(prior: Report, name = 'the report'): RunOptions {
+  const file = name;
+  if (!prior || typeof prior !== 'object' || Array.isArray(prior)) throw new ConfigError('shrink', `${file} is not an s2stress report (not a JSON object)`);
+  if (prior.tool !== undefined && prior.tool !== 's2stress') throw new ConfigError('tool', `${file} is not an s2stress report (tool '${String(prior.tool)}')`);
+  if (!('config' in prior)) throw new ConfigError('config', `${file} is not an s2stress report: it has no config`);
+  if (!Array.isArray(prior.violations)) throw new ConfigError('violations', `${file} is not an s2stress report: its violations field is not a list`);
+  if (prior.violations.length === 0 && !prior.error) throw new ConfigError('shrink', `${file} is the report of a run that passed: there is no failure to shrink`);
   const stopAt = prior.schedule?.stoppedAtStep;
-  const options = optionsFromReportConfig(prior.config, [], typeof stopAt === 'number' ? { stopStep: stopAt } : {});
-  return { report: prior, options };
+  return optionsFromReportConfig(prior.config, [], typeof stopAt === 'number' ? { stopStep: stopAt } : {});
 }
 
 /**
