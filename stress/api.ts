@@ -13,8 +13,9 @@ import { runSim } from './simrun.js';
 import { SCHEDULE_VERSION } from '../src/sim/sched.js';
 import type { Report } from './report.js';
 import { runCampaign, type CampaignOptions, type CampaignResult } from './campaign.js';
+import { failingReportOptions, readFailingReport, shrinkReport, type ShrinkOutcome, type ShrinkResult } from './shrink.js';
 
-export type { Report, RunOptions, CampaignResult };
+export type { Report, RunOptions, CampaignResult, ShrinkOutcome, ShrinkResult };
 export type { CampaignRun, CampaignSignature } from './campaign.js';
 export type { Violation } from '../src/check/invariants.js';
 export { ConfigError };
@@ -67,6 +68,22 @@ export async function replay(report: Report | string, control: RunControl = {}):
   const r = o.mode === 'sim' ? await runSim(o, { signal: control.signal }) : await runThreads(o, { signal: control.signal });
   const exact = o.mode === 'sim' ? r.schedule?.hash === s?.hash && r.violations[0]?.message === prior.violations?.[0]?.message : null;
   return { report: r, exact };
+}
+
+/**
+ * The smallest run that fails as the report's did, as `s2stress shrink`:
+ * `{ result, report }`, the summary `shrink --json` writes and the shrunk
+ * run's report (null when the failure does not recur). budgetMs defaults to 60 s.
+ */
+export async function shrink(report: Report | string, control: { budgetMs?: number; signal?: AbortSignal; onProgress?: (line: string) => void } = {}): Promise<ShrinkOutcome> {
+  let prior: Report;
+  let options: RunOptions;
+  if (typeof report === 'string') ({ report: prior, options } = readFailingReport(report));
+  else {
+    prior = report;
+    options = failingReportOptions(prior);
+  }
+  return shrinkReport(prior, options, control);
 }
 
 /** campaign()'s options: as `s2stress campaign`'s flags. */

@@ -26,11 +26,12 @@ import { parseRunArgs, runArgsOf, type RunOptions } from './options.js';
 import { VERSION, type Report } from './report.js';
 import { htmlCampaign } from './html.js';
 import { checkWritable, writeTextAtomic } from './files.js';
+import { parseDuration } from './units.js';
 
 type Out = { out: (s: string) => void; err: (s: string) => void };
 
 export const CAMPAIGN_USAGE = `s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles LIST] [--scenarios LIST] [--backings LIST]
-                  [--jobs K] [--shard I/N] [--out DIR] [--html FILE]
+                  [--jobs K] [--shard I/N] [--out DIR] [--html FILE] [--shrink TIME]
   run every seed (1..N, or A..B) of every cell of the matrix (each LIST a comma
   list; default the run flags' own --profile, --scenario, --backing), K runs at
   a time (default: the cores), each one \`s2stress run RUN FLAGS --seed S\` in a
@@ -42,6 +43,8 @@ export const CAMPAIGN_USAGE = `s2stress campaign [RUN FLAGS] [--seeds N|A..B] [-
   --out DIR      campaign.json and failures/JOB.json (the report of each failing
                  run); DIR is created, and must be empty if it exists
   --html FILE    the HTML report: failures by signature, their discovery over the runs
+  --shrink TIME  shrink each signature's reproducer within TIME (s2stress shrink); campaign.json
+                 records it per signature (shrunk: file failures/JOB.shrunk.json and replay)
   Exit 0 if every run passed, 1 if any run failed (each distinct failure listed
   with its replay command), 3 if a run could not run (harness failure) and none
   failed, 2 on bad usage, 130/143/129 when interrupted (1 if a failure came
@@ -88,6 +91,13 @@ export interface CampaignSignature {
   replay: string;
   /** The first violation's message, as the reproducer printed it. */
   example: string;
+  /**
+   * With --shrink TIME: the reproducer shrunk (s2stress shrink) within TIME.
+   * file: failures/<reproducer>.shrunk.json (null without --out, or when
+   * the failure did not recur); replay: its rerun line. Depends on the
+   * budget and the machine, as `host` does.
+   */
+  shrunk?: { file: string | null; replay: string; status: 'shrunk' | 'minimal' | 'not-reproduced'; runs: number; elapsedMs: number; budgetReached: boolean };
 }
 
 export interface CampaignResult {
@@ -127,6 +137,8 @@ export interface CampaignOptions {
   out: string | null;
   /** --html FILE: the campaign's HTML report. */
   html?: string | null;
+  /** --shrink TIME: shrink each signature's reproducer within this many ms (null: no shrinking). */
+  shrinkMs?: number | null;
 }
 
 const MAX_SEEDS = 1_000_000;
@@ -201,6 +213,9 @@ export function parseCampaignArgs(argv: readonly string[]): CampaignOptions {
         break;
       case '--html':
         o.html = value();
+        break;
+      case '--shrink':
+        o.shrinkMs = parseDuration(flag, value(), 1000);
         break;
       case '--seed':
       case '--json':
@@ -424,6 +439,13 @@ export function formatCampaign(r: CampaignResult): string[] {
     lines.push(`  ${String(s.count).padStart(5)} x  ${s.signature}`);
     lines.push(`           first seed ${s.firstSeed}; reproducer ${s.file}`);
     if (s.replay) lines.push(`           replay: ${s.replay}`);
+    if (s.shrunk) {
+      lines.push(
+        s.shrunk.status === 'not-reproduced'
+          ? '           shrunk: the failure did not recur on rerun'
+          : `           shrunk (${s.shrunk.status}, ${s.shrunk.runs} runs${s.shrunk.budgetReached ? ', budget spent' : ''}): ${s.shrunk.file ? `s2stress replay ${s.shrunk.file}; ` : ''}${s.shrunk.replay}`,
+      );
+    }
   }
   return lines;
 }
@@ -500,6 +522,7 @@ export async function runCampaign(o: CampaignOptions, io: Out, opts: { signal?: 
   if (opts.redraw) process.stderr.write('\n');
   const jobMap = new Map(mine.map((j) => [j.id, j]));
   const { totals, signatures } = summarize(runs, reports, jobMap);
+  if (o.shrinkMs && !stopped) await shrinkSignatures(signatures, reports, o, io, opts.signal);
   const result: CampaignResult = {
     tool: 's2stress',
     kind: 'campaign',
@@ -513,6 +536,30 @@ export async function runCampaign(o: CampaignOptions, io: Out, opts: { signal?: 
   };
   if (o.out) writeCampaign(o.out, result);
   return result;
+}
+
+/**
+ * --shrink: each signature's reproducer shrunk in this process within the
+ * budget, one after the other (a harness failure is not shrunk: it has no
+ * violation to keep).
+ */
+export async function shrinkSignatures(signatures: CampaignSignature[], reports: Map<string, Report>, o: CampaignOptions, io: Out, signal?: AbortSignal): Promise<void> {
+  const { shrinkReport } = await import('./shrink.js');
+  const { optionsFromReportConfig } = await import('./options.js');
+  for (const s of signatures) {
+    const rep = reports.get(s.reproducer);
+    if (!rep || s.invariant === 'harness' || signal?.aborted) continue;
+    const stopAt = rep.schedule?.stoppedAtStep;
+    const options = optionsFromReportConfig(rep.config, [], typeof stopAt === 'number' ? { stopStep: stopAt } : {});
+    io.err(`s2stress campaign: shrinking ${s.reproducer} (${s.signature}) within ${o.shrinkMs} ms`);
+    const { result, report } = await shrinkReport(rep, options, { budgetMs: o.shrinkMs!, signal });
+    let file: string | null = null;
+    if (report && o.out) {
+      file = `failures/${s.reproducer}.shrunk.json`;
+      writeFileSync(join(resolve(o.out), file), JSON.stringify(report, null, 2) + '\n');
+    }
+    s.shrunk = { file, replay: result.status === 'not-reproduced' ? '' : result.replay, status: result.status, runs: result.runs, elapsedMs: result.elapsedMs, budgetReached: result.budgetReached };
+  }
 }
 
 function writeCampaign(dir: string, r: CampaignResult): void {
@@ -611,6 +658,16 @@ export function mergeCampaigns(dirs: string[], out: string): CampaignResult {
   const mine = jobs.filter((j) => held.has((j.index % of) + 1));
   const complete = held.size === of;
   const { totals, signatures } = summarize(runs, reports, new Map(mine.map((j) => [j.id, j])));
+  // A shrunk reproducer goes with its reproducer, from the shard that ran it.
+  for (const sig of signatures) {
+    for (const p of parts) {
+      const had = p.r.signatures.find((x) => x.signature === sig.signature && x.reproducer === sig.reproducer && x.shrunk);
+      if (!had?.shrunk) continue;
+      sig.shrunk = had.shrunk;
+      if (had.shrunk.file && existsSync(join(resolve(p.dir), had.shrunk.file))) copyFileSync(join(resolve(p.dir), had.shrunk.file), join(resolve(out), had.shrunk.file));
+      break;
+    }
+  }
   const hosts = parts.map((p) => p.r.host);
   const result: CampaignResult = {
     tool: 's2stress',

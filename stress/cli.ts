@@ -34,8 +34,11 @@ export const USAGE = `usage:
   ${LIST_HELP}
   s2stress bench [--quick] [--json FILE] [...]   micro and scaling benchmarks (bench --help)
   s2stress campaign [RUN FLAGS] [--seeds N|A..B] [--profiles L] [--scenarios L] [--backings L] [--jobs K]
-                    [--shard I/N] [--out DIR]   many seeded runs, failures deduplicated (campaign --help)
+                    [--shard I/N] [--out DIR] [--shrink TIME]
+                                                 many seeded runs, failures deduplicated (campaign --help)
   s2stress merge DIR... --out DIR                merge the --out directories of a campaign's shards
+  s2stress shrink REPORT.json [--budget TIME] [--out FILE] [--json FILE] [--quiet]
+                                                 the smallest run that fails alike (shrink --help)
   s2stress zoo [--mode sim|threads|both] [--seeds N|A..B] [--bug NAME]... [--json FILE] [--sim-ops N]
                [--threads-duration TIME] [--generic] [--run-flags 'FLAGS'] [--from FILE [--compare FILE]]
                                                  run every --bug and print the kill table (zoo --help)
@@ -316,6 +319,10 @@ export async function main(argv: string[], io: Out = stdio): Promise<number> {
       case 'merge': {
         const mod = await import('./campaign.js');
         return await mod.mergeMain(rest, io);
+      }
+      case 'shrink': {
+        const mod = await import('./shrink.js');
+        return await mod.main(rest, io);
       }
       case 'zoo': {
         const mod = await optionalModule(new URL('./zoo.js', import.meta.url).href);

@@ -9,7 +9,7 @@
  */
 import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, DIRTY_LOGS, DIRTY_RING_DEFAULT_ENTRIES, DIRTY_RING_FIRST_PROFILE, DIRTY_RING_MIN_ENTRIES, KVM_DIRTY_RING_MAX_ENTRIES, type DirtyLog, KERNEL_PROFILES, LOCK_KINDS, MANUAL_PROTECT, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ManualProtect, type ProfileName } from '../src/config.js';
 import { BUG_NAMES, FEATURE_SINCE, FIX_NAMES, checkProfileFeatures, firstProfileSince, resolveProtocol } from '../src/profiles.js';
-import { ALL_SCENARIOS, findScenario } from './scenarios.js';
+import { ALL_SCENARIOS, HOST_OP_KINDS, findScenario, scenarioHostOpKinds } from './scenarios.js';
 import { formatDuration, parseDuration, parseFloatFlag, parseIntFlag, parseSize } from './units.js';
 
 export const MODES = ['threads', 'sim'] as const;
@@ -80,6 +80,19 @@ export interface RunOptions {
   dirtyLog?: DirtyLog;
   /** `--dirty-ring-size`: entries per vCPU ring (ring mode); null in bitmap mode. */
   dirtyRingSize?: number | null;
+  /**
+   * --host-ops LIST: the host-MM operation kinds the run draws, a subset of
+   * the scenario's (HOST_OP_KINDS of stress/scenarios.ts); null (or absent in
+   * older reports): all of the scenario's. `shrink` drops kinds one by one.
+   */
+  hostOps?: string[] | null;
+  /**
+   * Sim mode, --max-preemptions K: after K preemptive switches the strategy
+   * stops preempting (the running actor goes on until it blocks, yields or
+   * ends); null (or absent in older reports): unbounded, the schedule of
+   * every seed as before.
+   */
+  maxPreemptions?: number | null;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -137,6 +150,8 @@ export function defaultOptions(): RunOptions {
     eagerSplitChunk: 0,
     dirtyLog: 'bitmap',
     dirtyRingSize: null,
+    hostOps: null,
+    maxPreemptions: null,
   };
 }
 
@@ -195,6 +210,8 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--stop-step': { value: true, applies: 'sim' },
   '--dirty-log': { value: true, applies: 'both' },
   '--dirty-ring-size': { value: true, applies: 'both' },
+  '--host-ops': { value: true, applies: 'both' },
+  '--max-preemptions': { value: true, applies: 'sim' },
 };
 
 /** Flags that may be given more than once. */
@@ -207,8 +224,9 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--no-lock-stats] [--lock-hold-sample N] [--crash-actor ACTOR] [--mem-prealloc]
              [--resched-granule SIZE] [--manual-protect off|on|initially-set] [--eager-split-chunk SIZE]
              [--dirty-log bitmap|ring] [--dirty-ring-size N]
+             [--host-ops LIST]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
-    sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N]`;
+    sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N] [--max-preemptions K]`;
 
 /** What each run flag accepts (s2stress run --help). */
 export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stress list scenarios names and describes each)
@@ -247,6 +265,9 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --dirty-ring-size N    entries per vCPU ring, a power of two from ${DIRTY_RING_MIN_ENTRIES} to ${KVM_DIRTY_RING_MAX_ENTRIES} (default ${DIRTY_RING_DEFAULT_ENTRIES});
                          a vCPU exits when 64 (KVM_DIRTY_RING_RSVD_ENTRIES) are left
   --lock-hold-sample N   time one uncontended hold in N, a power of two from 1 to 65536 (default 256)
+  --host-ops LIST        the host-MM operation kinds to draw: a comma list of the scenario's own, or none
+                         (kinds: ${HOST_OP_KINDS.join(', ')});
+                         default: all of the scenario's
   --crash-actor ACTOR    testing aid: that actor's worker throws (vcpuN below --vcpus, hostmm, migrator)
   --chaos P              threads: seeded random delays at a fraction P of scheduling points, 0 to 1
   --check-every TIME     threads: stop-the-world check period, 1ms to 1h (default 1s)
@@ -254,11 +275,28 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --sched KIND           sim: random (default) | pct
   --pct-depth D          sim, with --sched pct: PCT depth, 1 to 16 (default 3)
   --check-steps N        sim: stop-the-world check period in scheduling steps, 100 to 1000000000000
-  --stop-step N          sim: end as an interrupted run did, at its end-of-run check at or after step N`;
+  --stop-step N          sim: end as an interrupted run did, at its end-of-run check at or after step N
+  --max-preemptions K    sim: after K preemptive switches, switch only when the running actor blocks, yields
+                         or ends (preemption bounding, as CHESS); 0 to 1000000000 (default: unbounded)`;
 
 export const EXIT_CODES_HELP = `exit codes: 0 passed; 1 an invariant was violated; 2 bad usage or configuration;
   3 the harness failed or the run did no work (no guest access, or no migration in a scenario with migrations);
   129, 130, 143 interrupted by SIGHUP, SIGINT, SIGTERM (1 if a violation was found before)`;
+
+/**
+ * --host-ops LIST: comma-separated kinds of HOST_OP_KINDS, or `none`; kept in
+ * HOST_OP_KINDS order without repeats (one spelling per set: the rerun line
+ * and the report's config are canonical).
+ */
+export function parseHostOpsList(value: string): string[] {
+  if (value === 'none') return [];
+  const parts = value.split(',').map((x) => x.trim());
+  const bad = parts.filter((x) => !(HOST_OP_KINDS as readonly string[]).includes(x));
+  if (bad.length || parts.length === 0) {
+    throw new ConfigError('--host-ops', `--host-ops takes a comma list of ${HOST_OP_KINDS.join(', ')}, or none; got '${value}'${bad.length ? ` (unknown: ${bad.map((b) => `'${b}'`).join(', ')})` : ''}`);
+  }
+  return HOST_OP_KINDS.filter((k) => parts.includes(k));
+}
 
 /** Parse `run` flags into resolved options. Throws ConfigError naming the flag. */
 export function parseRunArgs(argv: readonly string[], base: RunOptions = defaultOptions()): RunOptions {
@@ -389,6 +427,12 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
       case '--dirty-ring-size':
         o.dirtyRingSize = parseIntFlag(arg, value, 1, KVM_DIRTY_RING_MAX_ENTRIES * 16);
         break;
+      case '--max-preemptions':
+        o.maxPreemptions = parseIntFlag(arg, value, 0, 1e9);
+        break;
+      case '--host-ops':
+        o.hostOps = parseHostOpsList(value);
+        break;
     }
   }
   // Checks across flags, whatever their order.
@@ -407,6 +451,19 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
   }
   if (given.has('--lock-hold-sample') && !o.lockStats) {
     throw new ConfigError('--lock-hold-sample', '--lock-hold-sample does not apply with --no-lock-stats (no hold is timed)');
+  }
+  if (o.hostOps != null) {
+    // Checked against the scenario whatever the order of the flags.
+    const own = scenarioHostOpKinds(findScenario(o.scenario)!);
+    const foreign = o.hostOps.filter((k) => !(own as string[]).includes(k));
+    if (foreign.length) {
+      throw new ConfigError(
+        '--host-ops',
+        own.length
+          ? `--host-ops ${foreign.join(',')}: not a host operation of scenario ${o.scenario}, whose kinds are ${own.join(',')} (or none)`
+          : `--host-ops ${foreign.join(',')}: scenario ${o.scenario} runs no host-MM operation; only --host-ops none applies`,
+      );
+    }
   }
   if (o.crashActor !== null) {
     const v = /^vcpu(\d+)$/.exec(o.crashActor);
@@ -530,6 +587,8 @@ export function runArgsOf(o: RunOptions, pretty = true): string[] {
   if ((o.eagerSplitChunk ?? 0) !== 0) a.push('--eager-split-chunk', pretty ? formatBytes(o.eagerSplitChunk!) : String(o.eagerSplitChunk));
   if (o.lockHoldSample !== d.lockHoldSample) a.push('--lock-hold-sample', String(o.lockHoldSample));
   if (o.crashActor !== null) a.push('--crash-actor', o.crashActor);
+  if (o.hostOps != null) a.push('--host-ops', o.hostOps.length ? o.hostOps.join(',') : 'none');
+  if (o.maxPreemptions != null) a.push('--max-preemptions', String(o.maxPreemptions));
   if (o.stopStep != null) a.push('--stop-step', String(o.stopStep));
   if ((o.dirtyLog ?? 'bitmap') !== 'bitmap') a.push('--dirty-log', o.dirtyLog as string);
   if (o.dirtyRingSize != null) a.push('--dirty-ring-size', String(o.dirtyRingSize));
@@ -576,6 +635,8 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'stopStep', type: 'int', flag: '--stop-step', required: false, nullable: true },
   { field: 'dirtyLog', type: 'string', flag: '--dirty-log', required: false },
   { field: 'dirtyRingSize', type: 'int', flag: '--dirty-ring-size', required: false, nullable: true },
+  { field: 'hostOps', type: 'strings', flag: '--host-ops', required: false, nullable: true },
+  { field: 'maxPreemptions', type: 'int', flag: '--max-preemptions', required: false, nullable: true },
 ];
 
 function typeOk(v: unknown, t: FieldType): boolean {

@@ -16,6 +16,11 @@ export interface ScheduleReport {
   hash: string;
   steps: number;
   switches: number;
+  /**
+   * Of the switches, the preemptive ones (the running actor could have gone
+   * on); --max-preemptions bounds them. Absent in older reports.
+   */
+  preemptions?: number;
   strategy: string;
   /**
    * The scheduling step at which an interrupted run (or one given
@@ -189,7 +194,7 @@ export function formatSummary(r: Report, so: SummaryOptions = {}): string {
   );
   if (r.schedule) {
     const stop = r.schedule.stoppedAtStep != null ? `, stopped at step ${r.schedule.stoppedAtStep}` : '';
-    lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps${stop}, ${r.schedule.switches} switches, hash ${r.schedule.hash}`);
+    lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps${stop}, ${r.schedule.switches} switches${r.schedule.preemptions != null ? ` (${r.schedule.preemptions} preemptive)` : ''}${r.config.maxPreemptions != null ? ` of at most ${r.config.maxPreemptions}` : ''}, hash ${r.schedule.hash}`);
   }
   if (r.error) {
     const [first, ...stack] = r.error.split('\n');

@@ -223,7 +223,7 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   const m = kvm.m;
   const L = kvm.layout;
   const opsPerVcpu = o.ops !== null ? Math.ceil(o.ops / o.vcpus) : 0;
-  const params = actorParams(scenario, { seed: o.seed, writePct: o.writePct, opsPerVcpu, chaos: o.mode === 'sim' ? 0 : o.chaos });
+  const params = actorParams(scenario, { seed: o.seed, writePct: o.writePct, opsPerVcpu, chaos: o.mode === 'sim' ? 0 : o.chaos, hostOps: o.hostOps });
 
   const specs: ActorSpec[] = [];
   for (let v = 0; v < L.vcpus; v++) specs.push({ role: 'vcpu', id: v });

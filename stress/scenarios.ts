@@ -5,6 +5,41 @@
  */
 import type { ActorParams, HostOpsWeights, MigratorMode, Pattern } from '../src/actors/params.js';
 import { createPerfLog } from '../src/actors/perflog.js';
+import { thpOpWeights } from '../src/actors/hostmm.js';
+
+/**
+ * The host-MM operation kinds (src/actors/hostmm.ts runHostMm): page
+ * migration, THP split, collapse (khugepaged), KSM merge, MADV_DONTNEED zap,
+ * and on THP memory split_huge_pmd, a partial zap, mprotect of part, the
+ * deferred split. `--host-ops` names a subset.
+ */
+export const HOST_OP_KINDS = ['migrate', 'split', 'collapse', 'ksm', 'zap', 'splitPmd', 'thpZap', 'mprotect', 'deferredSplit'] as const;
+export type HostOpKind = (typeof HOST_OP_KINDS)[number];
+
+/** The weights with the operations on part of a THP resolved as runHostMm derives them on THP memory. */
+function resolvedWeights(w: HostOpsWeights): Record<HostOpKind, number> {
+  return { migrate: w.migrate, split: w.split, collapse: w.collapse, ksm: w.ksm, zap: w.zap, ...thpOpWeights(w, true) };
+}
+
+/** The host operation kinds a scenario draws (weight above 0; none when its host MM is idle), in HOST_OP_KINDS order. */
+export function scenarioHostOpKinds(s: ScenarioSpec): HostOpKind[] {
+  if (s.hostOpsPerSec === 0) return [];
+  const w = resolvedWeights(s.hostOps);
+  return HOST_OP_KINDS.filter((k) => w[k] > 0);
+}
+
+/**
+ * The scenario's weights restricted to `kinds` (--host-ops): every other kind
+ * weighs 0, the kept ones what they weighed (the THP-part ones resolved, so
+ * that dropping split does not drop them too). Null: the weights unchanged.
+ */
+export function restrictHostOps(w: HostOpsWeights, kinds: readonly string[] | null | undefined): HostOpsWeights {
+  if (kinds == null) return w;
+  const r = resolvedWeights(w);
+  const out = {} as Record<HostOpKind, number>;
+  for (const k of HOST_OP_KINDS) out[k] = kinds.includes(k) ? r[k] : 0;
+  return out;
+}
 
 export interface ScenarioSpec {
   name: string;
@@ -141,14 +176,14 @@ export function findScenario(name: string): ScenarioSpec | undefined {
   return ALL_SCENARIOS.find((s) => s.name === name);
 }
 
-export function actorParams(s: ScenarioSpec, o: { seed: number; writePct: number; opsPerVcpu: number; chaos: number }): ActorParams {
+export function actorParams(s: ScenarioSpec, o: { seed: number; writePct: number; opsPerVcpu: number; chaos: number; hostOps?: readonly string[] | null }): ActorParams {
   return {
     seed: o.seed,
     writePct: o.writePct,
     patterns: s.patterns,
     opsPerVcpu: o.opsPerVcpu,
     hostOpsPerSec: s.hostOpsPerSec,
-    hostOps: s.hostOps,
+    hostOps: restrictHostOps(s.hostOps, o.hostOps),
     migrator: s.migrator,
     precopyRounds: s.precopyRounds,
     migrationGapMs: s.migrationGapMs,

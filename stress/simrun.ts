@@ -35,6 +35,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     checkEverySteps: o.checkEverySteps > 0 ? o.checkEverySteps : Math.max(SIM_CHECK_MIN_STEPS, Math.floor(o.guestMem / 4096) * 2),
     vcpus: o.vcpus,
     stopAtStep: o.stopStep ?? null,
+    maxPreemptions: o.maxPreemptions ?? null,
   };
   const launchedAt = performance.now();
   const st = SimState.create(simCfg);
@@ -135,6 +136,7 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     hash: st.hashString(),
     steps: st.f[SIMF.STEPS],
     switches: st.f[SIMF.SWITCHES],
+    preemptions: st.f[SIMF.PREEMPTIONS],
     strategy: o.sched === 'pct' ? `pct depth ${o.pctDepth}` : 'random',
     stoppedAtStep: stoppedAt >= 0 ? stoppedAt : null,
     version: SCHEDULE_VERSION,

@@ -68,6 +68,8 @@ export const SIMF = {
   STOP_AT: 5,
   /** The step at which a stop request or STOP_AT ended the run (-1: it did not). */
   STOPPED_AT: 6,
+  /** Preemptive switches so far: the running actor could have gone on (not hashed: counting changes no schedule). */
+  PREEMPTIONS: 7,
   WORDS: 8,
 } as const;
 
@@ -118,6 +120,13 @@ export interface SimConfig {
   vcpus: number;
   /** End the run at the first end-of-run check at or after this step, as an interrupted run did (replay). */
   stopAtStep?: number | null;
+  /**
+   * Preemption bound (CHESS, Musuvathi and Qadeer, PLDI 2007): after this
+   * many preemptive switches the strategy only switches when the running
+   * actor blocks, yields (idle) or ends. Null or absent: unbounded, and the
+   * schedule of every seed exactly as without the bound.
+   */
+  maxPreemptions?: number | null;
 }
 
 export class SimState {
@@ -218,6 +227,10 @@ export class SimSched implements Sched {
   private readonly pct: boolean;
   /** Per site: preempt when rand() < threshold (2^32 / SITE_PREEMPT_EVERY). */
   private readonly thresholds: Float64Array;
+  /** The preemption bound (Infinity: none). */
+  private readonly maxPreemptions: number;
+  /** Set while idle() yields: that switch is not a preemption and is never suppressed. */
+  private yielding = false;
   /**
    * `progressBase` is the word of actor 0's PROGRESS counter and
    * `progressStride` the distance between actors' (the livelock watch);
@@ -235,6 +248,7 @@ export class SimSched implements Sched {
     this.f = st.f;
     this.n = st.cfg.actors;
     this.pct = st.cfg.strategy === 'pct';
+    this.maxPreemptions = st.cfg.maxPreemptions ?? Infinity;
     this.thresholds = new Float64Array(SITE_NAMES.length);
     for (let i = 0; i < SITE_NAMES.length; i++) this.thresholds[i] = Math.floor(4294967296 / SITE_PREEMPT_EVERY[i]);
   }
@@ -260,6 +274,9 @@ export class SimSched implements Sched {
     f[SIMF.STEPS] = steps;
     s[SIM.HASH] = Math.imul(s[SIM.HASH] ^ ((this.me << 8) | site), 16777619);
     if (steps % SLOW_PATH_EVERY === 0) this.slowPath(steps);
+    // The bound is spent: no draw, no switch, the running actor goes on (a
+    // yield still switches). Unbounded runs never take this branch.
+    if (!this.yielding && f[SIMF.PREEMPTIONS] >= this.maxPreemptions) return;
     let next: number;
     if (this.pct) {
       if (steps >= this.st.changePoints[s[SIM.CHANGE_IDX]] && WINDOW_SITES[site]) {
@@ -273,7 +290,7 @@ export class SimSched implements Sched {
       if (site === P_RELEASE && this.st.rand() % HANDOFF_EVERY === 0) {
         next = this.pickWoken();
         if (next >= 0) {
-          this.switchTo(next);
+          this.preempt(next);
           return;
         }
       }
@@ -281,7 +298,13 @@ export class SimSched implements Sched {
       next = this.pickRandom(this.me, true);
       if (next === this.st.main) return;
     }
-    if (next !== this.me) this.switchTo(next);
+    if (next !== this.me) this.preempt(next);
+  }
+
+  /** A switch away from an actor that could go on: counted, unless it is idle()'s yield. */
+  private preempt(next: number): void {
+    if (!this.yielding) this.f[SIMF.PREEMPTIONS] += 1;
+    this.switchTo(next);
   }
 
   /**
@@ -337,7 +360,12 @@ export class SimSched implements Sched {
       for (let a = 0; a < this.n; a++) min = Math.min(min, s[this.st.word(a, A_PRIO)]);
       s[this.st.word(this.me, A_PRIO)] = min - 1;
     }
-    this.point(SITE.park);
+    this.yielding = true;
+    try {
+      this.point(SITE.park);
+    } finally {
+      this.yielding = false;
+    }
   }
 
   private runnable(a: number): boolean {

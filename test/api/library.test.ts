@@ -7,11 +7,18 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, campaign, defaults, replay, run, type Report } from 's2stress';
+import { ConfigError, campaign, defaults, replay, run, shrink, type Report } from 's2stress';
 
 const SMALL = { mode: 'sim' as const, vcpus: 2, guestMem: 4 * 1024 * 1024, ops: 1500 };
 
 describe("the library, imported as 's2stress'", () => {
+  it('shrink() names bad input: not a report, a missing file, a report of a run that passed', async () => {
+    await expect(shrink({} as Report)).rejects.toThrow(ConfigError);
+    await expect(shrink(join(tmpdir(), 's2-no-such-report.json'))).rejects.toThrow(/cannot read report/);
+    const passed = { tool: 's2stress', result: 'pass', violations: [], error: null, config: { ...defaults(), mode: 'sim', seed: 1, ops: 100 } } as unknown as Report;
+    await expect(shrink(passed)).rejects.toThrow(/config|passed/);
+  });
+
   it('run() of a clean sim case passes; the report has the JSON fields; the same options give the same run', async () => {
     const r: Report = await run({ ...SMALL, scenario: 'migrate', profile: 'fixed', seed: 5 });
     expect(r.tool).toBe('s2stress');

@@ -121,7 +121,7 @@ describe('bad input: exit 2, the message names the flag and what it accepts', ()
 });
 
 describe('help and usage', () => {
-  for (const args of [['help'], ['--help'], ['-h'], ['run', '--help'], ['help', 'run'], ['zoo', '--help'], ['replay', '--help'], ['list', '--help'], ['bench', '--help']]) {
+  for (const args of [['help'], ['--help'], ['-h'], ['run', '--help'], ['help', 'run'], ['zoo', '--help'], ['replay', '--help'], ['list', '--help'], ['bench', '--help'], ['shrink', '--help']]) {
     it(`${args.join(' ')} prints usage and exits 0`, async () => {
       const r = await inproc(args);
       expect(r.code, r.err).toBe(0);
@@ -130,7 +130,7 @@ describe('help and usage', () => {
   }
 
   it('the usage fits 120 columns', async () => {
-    for (const args of [['help'], ['run', '--help'], ['zoo', '--help']]) {
+    for (const args of [['help'], ['run', '--help'], ['zoo', '--help'], ['shrink', '--help']]) {
       const r = await inproc(args);
       for (const l of r.out.split('\n')) expect(l.length, l).toBeLessThanOrEqual(120);
     }
