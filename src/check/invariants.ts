@@ -6,6 +6,7 @@
  * Each check returns violations with the page or table involved; none can
  * pass vacuously (test/invariants.test.ts breaks a state by hand for each).
  */
+import { dirtyRingEnabled, dirtyRingHoldsPage } from '../kvm/dirtyring.js';
 import type { Kvm } from '../kvm/kvm.js';
 import { CTRL, FRAMES_PER_GROUP, MAX_MEMSLOTS, VIOLATION_WORDS, MAX_VIOLATIONS } from '../shm/layout.js';
 import {
@@ -222,7 +223,10 @@ function forWritableUndirtyPages(kvm: Kvm, slot: number, found: (gfn: number, de
   for (let i = 0; i < n; i++) {
     const r = s2Lookup(kvm, base + i);
     if (r.level !== LEVEL_PTE || !descWritable(r.desc)) continue;
-    if (((Atomics.load(m, bitmap + (i >>> 5)) >>> (i & 31)) & 1) === 0) found(base + i, r.desc);
+    if (((Atomics.load(m, bitmap + (i >>> 5)) >>> (i & 31)) & 1) !== 0) continue;
+    // With the dirty ring the page's entry is in a vCPU's ring (the bitmap is the backup one).
+    if (dirtyRingEnabled(kvm) && dirtyRingHoldsPage(kvm, slot, i)) continue;
+    found(base + i, r.desc);
   }
 }
 

@@ -74,6 +74,25 @@ export function ringEntry(kvm: Kvm, base: number, index: number): number {
   return base + RING_HDR_WORDS + (index & (kvm.layout.dirtyRingSize - 1)) * RING_ENTRY_WORDS;
 }
 
+/**
+ * For the checks: whether a vCPU's ring holds an entry for (slot, offset)
+ * not yet reset by KVM_RESET_DIRTY_RINGS (between reset_index and
+ * dirty_index, whether userspace collected it or not): in ring mode that is
+ * what "the page is dirty" means, the bitmap being the backup one.
+ */
+export function dirtyRingHoldsPage(kvm: Kvm, slot: number, offset: number): boolean {
+  const m = kvm.m;
+  for (let v = 0; v < kvm.layout.vcpus; v++) {
+    const b = ringBase(kvm, v);
+    const end = Atomics.load(m, b + RING.DIRTY_INDEX);
+    for (let i = Atomics.load(m, b + RING.RESET_INDEX); i !== end; i = (i + 1) | 0) {
+      const e = ringEntry(kvm, b, i);
+      if (Atomics.load(m, e + RE.SLOT) === slot && Atomics.load(m, e + RE.OFFSET) === offset) return true;
+    }
+  }
+  return false;
+}
+
 /** kvm_dirty_ring_used() */
 export function kvmDirtyRingUsed(kvm: Kvm, vcpuId: number): number {
   const b = ringBase(kvm, vcpuId);

@@ -54,6 +54,24 @@ describe('eager page splitting at logging-on', () => {
     expect(dirtyGfns(kvm)).toEqual([7]);
   });
 
+  it('with the dirty ring, a page written after logging-on is dirty by its ring entry: the logging-on check accepts its writable PTE, and reports it once the entry is gone', () => {
+    const w = world({ profile: '6.10', backing: 'thp', eagerSplitChunk: 2 * MiB, dirtyLog: 'ring', ...RW });
+    const { kvm } = w;
+    const v0 = w.vcpus[0];
+    for (const g of [5, 600]) guestAccess(kvm, v0, g, true, wval(v0));
+    kvmEnableDirtyLogging(kvm, w.migrator, RAM_SLOT);
+    expect(blocks(kvm)).toBe(0);
+    guestAccess(kvm, v0, 7, true, wval(v0));
+    expect(descWritable(s2Lookup(kvm, 7).desc)).toBe(true);
+    expect(dirtyGfns(kvm)).toEqual([]); // the bitmap is the backup one: the page is in vcpu0's ring
+    expect(checkLoggingOnReturned(kvm, w.migrator, RAM_SLOT)).toBe(0);
+    // Broken state: the ring forgets the entry (reset_index moved past it without the reset's write-protect).
+    const b = kvm.layout.dirtyRings;
+    Atomics.store(kvm.m, b + 1, Atomics.load(kvm.m, b + 0));
+    expect(checkLoggingOnReturned(kvm, w.migrator, RAM_SLOT)).toBe(1);
+    expect(invariantsOf(liveViolations(kvm))).toEqual(['no-block-while-logging']);
+  });
+
   it('a 1G chunk splits the whole 8 MiB slot in one chunk: the cache is topped up to kvm_mmu_split_nr_page_tables(1G) = 513 once', () => {
     const { w, kvm } = fourBlocks({ chunk: 1024 * MiB });
     kvmEnableDirtyLogging(kvm, w.migrator, RAM_SLOT);
