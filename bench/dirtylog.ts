@@ -212,17 +212,21 @@ export function faultLockStats(r: Report): FaultLockStats {
   };
 }
 
-export async function runDirtyLogPoint(o: DirtyLogOptions, side: 'old' | 'new', vcpus: number): Promise<DirtyLogPoint> {
-  const profile = o.profiles[side === 'old' ? 0 : 1];
-  const ro = dirtyLogRunOptions(o, profile, vcpus);
+/** A threads run of the dirty-log-perf scenario, with the records of its iterations (one per run). */
+export async function runWithPerfLogs(ro: RunOptions): Promise<{ r: Report; logs: SharedArrayBuffer[] }> {
   const logs: SharedArrayBuffer[] = [];
   const stop = observePerfLogs((l) => logs.push(l));
-  let r: Report;
   try {
-    r = await runThreads(ro);
+    return { r: await runThreads(ro), logs };
   } finally {
     stop();
   }
+}
+
+export async function runDirtyLogPoint(o: DirtyLogOptions, side: 'old' | 'new', vcpus: number): Promise<DirtyLogPoint> {
+  const profile = o.profiles[side === 'old' ? 0 : 1];
+  const ro = dirtyLogRunOptions(o, profile, vcpus);
+  const { r, logs } = await runWithPerfLogs(ro);
   if (logs.length !== 1) throw new Error(`a ${DIRTY_LOG_SCENARIO} run made ${logs.length} records of its iterations, expected 1`);
   const perf = readPerfLog(logs[0]);
   const c = r.counters;

@@ -12,10 +12,8 @@
  */
 import os from 'node:os';
 import { formatBytes, type ProfileName } from '../src/config.js';
-import { runThreads } from '../stress/run.js';
-import type { Report } from '../stress/report.js';
-import { observePerfLogs, readPerfLog, type PerfSummary } from '../src/actors/perflog.js';
-import { dirtyLogRunOptions, type DirtyLogOptions } from './dirtylog.js';
+import { readPerfLog, type PerfSummary } from '../src/actors/perflog.js';
+import { dirtyLogRunOptions, runWithPerfLogs, type DirtyLogOptions } from './dirtylog.js';
 
 export const EAGER_SPLIT_PROFILE: ProfileName = '6.10';
 /** The chunk sizes compared: off (the capability's default) and 2M. */
@@ -59,14 +57,7 @@ export interface EagerSplitResult {
 
 async function point(o: DirtyLogOptions, vcpus: number, chunk: number): Promise<EagerSplitPoint> {
   const ro = { ...dirtyLogRunOptions(o, EAGER_SPLIT_PROFILE, vcpus), eagerSplitChunk: chunk };
-  const logs: SharedArrayBuffer[] = [];
-  const stop = observePerfLogs((l) => logs.push(l));
-  let r: Report;
-  try {
-    r = await runThreads(ro);
-  } finally {
-    stop();
-  }
+  const { r, logs } = await runWithPerfLogs(ro);
   const perf = logs.length === 1 ? readPerfLog(logs[0]) : null;
   return {
     vcpus,

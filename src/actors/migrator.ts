@@ -135,16 +135,21 @@ function migrateOnce(kvm: Kvm, actor: Actor, p: ActorParams, snapshot: Int32Arra
   if (!pauseVcpus(kvm, actor)) return false;
   kvm.trace(actor, EV['stop-and-copy'], 0);
   harvestDirtyLog(kvm, actor, RAM_SLOT, snapshot, clearChunk(kvm, null));
+  verifyDestination(kvm, actor);
+  resumeVcpus(kvm, actor);
+  // The guest runs on here (in life the destination does): logging stops.
+  kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
+  return true;
+}
+
+/** Stop-and-copy's end: compare the destination with the source, count, and report every page that differs (migration-equal). */
+function verifyDestination(kvm: Kvm, actor: Actor): void {
   const res = compareDestination(kvm, actor, RAM_SLOT);
   kvm.count(actor, CNT.verifiedPages, res.verified);
   kvm.count(actor, CNT.mismatches, res.mismatches);
   kvm.count(actor, CNT.migrations);
   for (const bad of res.bad) kvm.violation(INV['migration-equal'], actor.id, MIG_MISMATCH, bad[0], bad[1], bad[2]);
   if (res.mismatches > res.bad.length) kvm.violation(INV['migration-equal'], actor.id, MIG_MORE, res.mismatches - res.bad.length);
-  resumeVcpus(kvm, actor);
-  // The guest runs on here (in life the destination does): logging stops.
-  kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
-  return true;
 }
 
 /**
@@ -192,12 +197,7 @@ export function migrateOnceRing(kvm: Kvm, actor: Actor, p: ActorParams, snapshot
     for (let i = 0; i < snapshot.length; i++) snapshot[i] |= backup[i];
   }
   copyDirtyPages(kvm, actor, RAM_SLOT, snapshot);
-  const res = compareDestination(kvm, actor, RAM_SLOT);
-  kvm.count(actor, CNT.verifiedPages, res.verified);
-  kvm.count(actor, CNT.mismatches, res.mismatches);
-  kvm.count(actor, CNT.migrations);
-  for (const bad of res.bad) kvm.violation(INV['migration-equal'], actor.id, MIG_MISMATCH, bad[0], bad[1], bad[2]);
-  if (res.mismatches > res.bad.length) kvm.violation(INV['migration-equal'], actor.id, MIG_MORE, res.mismatches - res.bad.length);
+  verifyDestination(kvm, actor);
   resumeVcpus(kvm, actor);
   kvmDisableDirtyLogging(kvm, actor, RAM_SLOT);
   dirtyRingReap(kvm, actor, RAM_SLOT, snapshot);

@@ -80,7 +80,7 @@ export class Kvm {
       this.violation(INV['kernel-bug'], actor.id, KBUG_LOCKED_AT_UNLOCK, locked - 1, Atomics.load(this.m, locked - 1));
       Atomics.store(this.m, this.actorWord(actor.id, ACTOR.LOCKED_ENTRY), 0);
     }
-    bbmOnMmuUnlock(this, actor);
+    // The break-before-make release check runs as the lock's releaseHook.
     this.mmuLock.readUnlock(actor);
   }
 
