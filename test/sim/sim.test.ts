@@ -85,10 +85,10 @@ describe('sim mode', () => {
     expect(b.schedule).toEqual(a.schedule);
   });
 
-  it('fixed passes 15 sim seeds across scenarios and both strategies (npm run soak:sim runs 2000)', async () => {
+  it('fixed passes 10 sim seeds across scenarios and both strategies (npm run soak:sim runs 2000)', async () => {
     const scenarios = ['mixed', 'migrate', 'cancel', 'notifier-storm', 'selftest-dirty-log'];
     let runs = 0;
-    for (let seed = 1; seed <= 3; seed++) {
+    for (let seed = 1; seed <= 2; seed++) {
       for (const scenario of scenarios) {
         const sched = seed % 2 === 0 ? 'pct' : 'random';
         // A migration takes more accesses than the other scenarios' work (under
@@ -99,6 +99,6 @@ describe('sim mode', () => {
         runs++;
       }
     }
-    expect(runs).toBe(15);
+    expect(runs).toBe(10);
   }, 600_000);
 });

@@ -2,6 +2,10 @@
  * Shared by the detection suite's two files (sim: zoo-sim.test.ts; threads:
  * zoo-threads.test.ts), which vitest runs side by side.
  */
+import { expect, it } from 'vitest';
+import { BUGS } from '../../src/profiles.js';
+import { zooArgs } from '../../stress/zoo.js';
+import { why } from '../harness/util.js';
 import { parseRunArgs } from '../../stress/options.js';
 import { runSim } from '../../stress/simrun.js';
 import { runThreads } from '../../stress/run.js';
@@ -42,4 +46,36 @@ export function cleanSimRun(args: string[]): Promise<Report> {
     cleanSim.set(key, r);
   }
   return r;
+}
+
+/**
+ * The sim-mode detection tests of the defects of index `part` mod 2 (two
+ * files, run side by side): each defect reported by the invariant expected
+ * to catch it within SIM_SEEDS, and its clean profile passing the seed and
+ * configuration that caught it.
+ */
+export function defineSimDetection(part: number): void {
+  for (const bug of BUGS.filter((_, i) => i % 2 === part)) {
+    const accepted = [bug.expected, ...(bug.also ?? [])];
+    it(`${bug.name} is caught in sim mode by ${accepted.join(' or ')} within seeds ${SIM_SEEDS.join(',')}; its clean profile passes the same seed`, async () => {
+      let caught: Report | null = null;
+      const tried: number[] = [];
+      for (const seed of SIM_SEEDS) {
+        tried.push(seed);
+        const args = zooArgs(bug.name, 'sim', seed, BUDGET);
+        const r = await go(args);
+        if (r.result === 'fail') {
+          caught = r;
+          const clean = await cleanSimRun(withoutBug(args));
+          expect(clean.result, `the clean profile without ${bug.name} must pass the same configuration: ${why(clean)}`).toBe('pass');
+          break;
+        }
+      }
+      expect(caught, `${bug.name} not caught in sim seeds ${tried.join(',')}`).not.toBeNull();
+      expect(caught!.exitCode, why(caught!)).toBe(1);
+      const invs = caught!.violations.map((v) => v.invariant);
+      expect(invs.some((i) => accepted.includes(i)), `${bug.name}: ${why(caught!)}`).toBe(true);
+    });
+  }
+
 }
