@@ -78,10 +78,13 @@ export function checkShadowEqual(kvm: Kvm): Violation[] {
   const m = kvm.m;
   const L = kvm.layout;
   for (let gfn = 0; gfn < L.pages; gfn++) {
-    const want = Atomics.load(m, L.shadow + gfn);
+    const want = m[L.shadow + gfn];
     if (want === SHADOW_DISCARDED) continue;
-    const h = hostValue(kvm, gfn);
-    if (h.value !== want) {
+    // hostValue() inlined: this loop runs over the whole guest at every check.
+    const hp = m[L.hpte + gfn];
+    const got = (hp & HPTE_PRESENT) === 0 ? 0 : m[L.frameData + (hp & HPTE_FRAME_MASK)];
+    if (got !== want) {
+      const h = hostValue(kvm, gfn);
       c.add(
         `gfn ${gfn}: guest last wrote ${fmtValue(want)} but the host mapping reads ${fmtValue(h.value)} (frame ${h.present ? h.frame : 'none'}): a write went to a stale or freed frame, or was lost`,
         { gfn },
@@ -112,8 +115,9 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
     if (state !== TABLE_LIVE) c.add(`table #${table} is reachable from the root but its page is ${state === TABLE_FREE ? 'free' : 'in a memory cache'}`, { table });
     let valid = 0;
     const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    const base = L.tablesBase + table * PTRS_PER_TABLE;
     for (let i = 0; i < PTRS_PER_TABLE; i++) {
-      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      const d = m[base + i];
       if (descIsLocked(d)) {
         c.add(`entry ${i} of table #${table} (level ${level}, gfn ${firstGfn + i * span}) is LOCKED with no walker running: a break never followed by its make`, {
           table,
@@ -125,7 +129,7 @@ export function checkTableConservation(kvm: Kvm): Violation[] {
       valid++;
       if (level < LEVEL_PTE && descIsTable(d)) visit(descOa(d), level + 1, firstGfn + i * span);
     }
-    const ref = Atomics.load(m, L.tableRef + table);
+    const ref = m[L.tableRef + table];
     if (ref !== 1 + valid) {
       c.add(`table #${table} (level ${level}, from gfn ${firstGfn}) has refcount ${ref} but ${valid} valid entries (expected ${1 + valid})`, {
         table,
@@ -297,19 +301,19 @@ export function checkTlbCoherent(kvm: Kvm): Violation[] {
 }
 
 /** frame-use-after-free at quiescence: nothing maps (host or stage-2) a freed frame. */
-export function checkFramesMappedAreLive(kvm: Kvm): Violation[] {
+export function checkFramesMappedAreLive(kvm: Kvm, leaves?: Stage2Leaves): Violation[] {
   const c = new Collector('frame-use-after-free');
   const m = kvm.m;
   const L = kvm.layout;
   for (let gfn = 0; gfn < L.pages; gfn++) {
-    const h = Atomics.load(m, L.hpte + gfn);
+    const h = m[L.hpte + gfn];
     if ((h & HPTE_PRESENT) !== 0) {
       const f = h & HPTE_FRAME_MASK;
       if (m[L.frameRef + f] <= 0) c.add(`the host maps gfn ${gfn} to frame ${f}, which is free`, { gfn });
     }
   }
   // Stage-2 leaves pointing at freed frames: the guest can write into them.
-  forEachStage2Leaf(kvm, (gfn0, d, level) => {
+  forEachStage2Leaf(kvm, leaves, (gfn0, d, level) => {
     const n = level === LEVEL_PMD ? 512 : 1;
     for (let k = 0; k < n; k++) {
       const f = descOa(d) + k;
@@ -352,7 +356,7 @@ const frameScratch = new WeakMap<Kvm, { mapped: Int32Array; free: Uint8Array }>(
  * (each of a block's 512 frames) must map the frame the host maps at that
  * page, and no free frame.
  */
-export function checkFrameConservation(kvm: Kvm): Violation[] {
+export function checkFrameConservation(kvm: Kvm, leaves?: Stage2Leaves): Violation[] {
   // The pool's totals first (one line each), then frame by frame.
   const totals = new Collector('frame-conservation');
   const c = new Collector('frame-conservation');
@@ -379,7 +383,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
 
   // Host page table: one reference per present entry (a migration entry included).
   for (let gfn = 0; gfn < L.pages; gfn++) {
-    const h = Atomics.load(m, L.hpte + gfn);
+    const h = m[L.hpte + gfn];
     if ((h & HPTE_PRESENT) === 0) continue;
     const f = h & HPTE_FRAME_MASK;
     // The zero page: reserved, outside the pool; its mappings hold no reference.
@@ -394,7 +398,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
   let used = 0;
   let freeCount = 0;
   for (let f = first; f < L.frames; f++) {
-    const ref = Atomics.load(m, L.frameRef + f);
+    const ref = m[L.frameRef + f];
     if (free[f]) {
       freeCount++;
       if (ref !== 0) c.add(`frame ${f} is on the free lists but has refcount ${ref}`);
@@ -402,7 +406,7 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
     }
     if (ref > 0) used++;
     const n = mapped[f];
-    if ((Atomics.load(m, L.frameFlags + f) & FRAME_THP) !== 0) {
+    if ((m[L.frameFlags + f] & FRAME_THP) !== 0) {
       // A subpage of a compound THP (the huge zero page's included): one
       // reference for the compound page, whether the host maps it by a PMD,
       // by a PTE or (since 4.5, after a partial unmap) not at all; and one
@@ -435,21 +439,21 @@ export function checkFrameConservation(kvm: Kvm): Violation[] {
   if (freeCount + used !== pool) totals.add(`${freeCount} free + ${used} used frames = ${freeCount + used}, but the pool has ${pool}`);
 
   // Stage 2: every leaf frame (a block's 512) is the host's frame at that page, and not free.
-  forEachStage2Leaf(kvm, (gfn0, d, level) => {
+  forEachStage2Leaf(kvm, leaves, (gfn0, d, level) => {
     const level2 = level === LEVEL_PMD;
     const n = level2 ? FRAMES_PER_GROUP : 1;
+    const what = (gfn: number, f: number): string => `stage 2 maps gfn ${gfn} to frame ${f}${level2 ? ` (block ${describeDesc(d, LEVEL_PMD)})` : ''}`;
     for (let k = 0; k < n; k++) {
       const gfn = gfn0 + k;
       const f = descOa(d) + k;
-      const what = `stage 2 maps gfn ${gfn} to frame ${f}${level2 ? ` (block ${describeDesc(d, LEVEL_PMD)})` : ''}`;
       if (f >= first && f < L.frames && free[f]) {
-        c.add(`${what}, which is on the free lists`, { gfn });
+        c.add(`${what(gfn, f)}, which is on the free lists`, { gfn });
         break;
       }
-      const h = gfn < L.pages ? Atomics.load(m, L.hpte + gfn) : 0;
+      const h = gfn < L.pages ? m[L.hpte + gfn] : 0;
       const hf = (h & HPTE_PRESENT) !== 0 ? h & HPTE_FRAME_MASK : 0;
       if (hf !== f) {
-        c.add(`${what}, but the host maps ${hf === 0 ? 'nothing' : `frame ${hf}`} there: a stage-2 mapping no MMU notifier removed`, { gfn });
+        c.add(`${what(gfn, f)}, but the host maps ${hf === 0 ? 'nothing' : `frame ${hf}`} there: a stage-2 mapping no MMU notifier removed`, { gfn });
         break;
       }
     }
@@ -507,28 +511,31 @@ export function checkStoppedWorld(kvm: Kvm, checker: Actor): Violation[] {
 
 /** The quiescence checks that read the tables, the TLBs, the frames and the shadow. */
 function checkTables(kvm: Kvm): Violation[] {
+  // One walk of the stage-2 tables for the three checks that read every leaf.
+  const leaves = collectStage2Leaves(kvm);
   return [
     ...checkShadowEqual(kvm),
     ...checkTableConservation(kvm),
     ...checkNoBlockWhileLogging(kvm),
     ...checkTlbCoherent(kvm),
-    ...checkFramesMappedAreLive(kvm),
-    ...checkFrameConservation(kvm),
-    ...checkStage2HostCoherent(kvm),
+    ...checkFramesMappedAreLive(kvm, leaves),
+    ...checkFrameConservation(kvm, leaves),
+    ...checkStage2HostCoherent(kvm, leaves),
   ];
 }
 
 /** Every quiescence check (without taking mmu_lock: for a world built by hand). */
 export function checkQuiescent(kvm: Kvm): Violation[] {
+  const leaves = collectStage2Leaves(kvm);
   return [
     ...checkShadowEqual(kvm),
     ...checkTableConservation(kvm),
     ...checkNoBlockWhileLogging(kvm),
     ...checkTlbCoherent(kvm),
-    ...checkFramesMappedAreLive(kvm),
-    ...checkFrameConservation(kvm),
+    ...checkFramesMappedAreLive(kvm, leaves),
+    ...checkFrameConservation(kvm, leaves),
     ...checkLockFree(kvm),
-    ...checkStage2HostCoherent(kvm),
+    ...checkStage2HostCoherent(kvm, leaves),
   ];
 }
 
@@ -711,31 +718,32 @@ export function liveViolations(kvm: Kvm): Violation[] {
  * unmapped or remapped (the 4.5 profile), breaks it: the guest reads and
  * writes memory the host no longer has at that address.
  */
-export function checkStage2HostCoherent(kvm: Kvm): Violation[] {
+export function checkStage2HostCoherent(kvm: Kvm, leaves?: Stage2Leaves): Violation[] {
   const c = new Collector('stage2-host-coherent');
   const m = kvm.m;
   const L = kvm.layout;
   if (Atomics.load(m, CTRL.MMU_NOTIFIER_COUNT) !== 0) return c.done();
   const leaf = (gfn: number, d: number, level: number, first: number): boolean => {
     const frame = descOa(d) + (gfn - first);
-    const h = Atomics.load(m, L.hpte + gfn);
-    const what = `stage-2 ${level === LEVEL_PMD ? `${describeDesc(d, LEVEL_PMD)} over gfn ${first}..${first + 511}` : describeDesc(d, LEVEL_PTE)} maps gfn ${gfn} to frame ${frame}`;
+    const h = m[L.hpte + gfn];
+    // Built only for a report: this runs for every mapped page at every check.
+    const what = (): string => `stage-2 ${level === LEVEL_PMD ? `${describeDesc(d, LEVEL_PMD)} over gfn ${first}..${first + 511}` : describeDesc(d, LEVEL_PTE)} maps gfn ${gfn} to frame ${frame}`;
     if ((h & HPTE_PRESENT) === 0) {
-      c.add(`${what}, but the host maps nothing there${(h & HPTE_MIGRATING) !== 0 ? ' (a migration entry)' : ''}: the guest uses memory the host has unmapped`, { gfn });
+      c.add(`${what()}, but the host maps nothing there${(h & HPTE_MIGRATING) !== 0 ? ' (a migration entry)' : ''}: the guest uses memory the host has unmapped`, { gfn });
       return false;
     }
     const hf = h & HPTE_FRAME_MASK;
     if (hf !== frame) {
-      c.add(`${what}, but the host maps frame ${hf}${(h & HPTE_HUGE) !== 0 ? ' by a PMD' : ' by a PTE'}: guest and host see different memory at that address`, { gfn });
+      c.add(`${what()}, but the host maps frame ${hf}${(h & HPTE_HUGE) !== 0 ? ' by a PMD' : ' by a PTE'}: guest and host see different memory at that address`, { gfn });
       return false;
     }
     if (descWritable(d) && (h & HPTE_WRITE) === 0) {
-      c.add(`${what} writable, but the host maps it read-only: the guest may write what the host write-protected`, { gfn });
+      c.add(`${what()} writable, but the host maps it read-only: the guest may write what the host write-protected`, { gfn });
       return false;
     }
     return true;
   };
-  forEachStage2Leaf(kvm, (first, d, level) => {
+  forEachStage2Leaf(kvm, leaves, (first, d, level) => {
     const n = level === LEVEL_PMD ? 512 : 1;
     // One report per leaf: the first page of a block that disagrees.
     for (let k = 0; k < n; k++) if (!leaf(first + k, d, level, first)) break;
@@ -744,26 +752,75 @@ export function checkStage2HostCoherent(kvm: Kvm): Violation[] {
 }
 
 /**
- * Every valid stage-2 leaf of the current root (kvm->arch.pgd), read once:
- * `visit(gfn, desc, level)` with the first gfn it maps and its level
- * (LEVEL_PMD for a block of 512 pages, LEVEL_PTE for a page). The world is
- * stopped (or the caller holds mmu_lock): no entry changes meanwhile.
+ * The valid stage-2 leaves of the current root, in walk order: for each, the
+ * first gfn it maps, its descriptor and its level (LEVEL_PMD for a block of
+ * 512 pages, LEVEL_PTE for a page). One walk serves every check of a stop
+ * point (the world is stopped, or the caller holds mmu_lock: no entry
+ * changes meanwhile).
  */
-function forEachStage2Leaf(kvm: Kvm, visit: (gfn: number, d: number, level: number) => void): void {
+export interface Stage2Leaves {
+  count: number;
+  gfn: Int32Array;
+  desc: Int32Array;
+  level: Uint8Array;
+}
+
+/** Per-VM leaf arrays (sized once: a check runs often on a big guest). */
+const leafScratch = new WeakMap<Kvm, Stage2Leaves>();
+
+/** Walk the tables of the current root (kvm->arch.pgd) once and list their leaves. */
+export function collectStage2Leaves(kvm: Kvm): Stage2Leaves {
   const m = kvm.m;
   const L = kvm.layout;
+  let out = leafScratch.get(kvm);
+  if (!out) {
+    // At most one leaf per guest page, plus entries beyond the guest's end.
+    const cap = L.pages + PTRS_PER_TABLE;
+    out = { count: 0, gfn: new Int32Array(cap), desc: new Int32Array(cap), level: new Uint8Array(cap) };
+    leafScratch.set(kvm, out);
+  }
+  const o = out;
+  o.count = 0;
+  const push = (gfn: number, d: number, level: number): void => {
+    if (o.count === o.gfn.length) {
+      const grow = <T extends Int32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+        const b = make(a.length * 2);
+        b.set(a);
+        return b;
+      };
+      o.gfn = grow(o.gfn, (n) => new Int32Array(n));
+      o.desc = grow(o.desc, (n) => new Int32Array(n));
+      o.level = grow(o.level, (n) => new Uint8Array(n));
+    }
+    o.gfn[o.count] = gfn;
+    o.desc[o.count] = d;
+    o.level[o.count] = level;
+    o.count++;
+  };
+  // Plain reads: the world is stopped (see above).
   const walk = (table: number, level: number, firstGfn: number): void => {
     const span = level === 1 ? 1 << 18 : level === 2 ? 1 << 9 : 1;
+    const base = L.tablesBase + table * PTRS_PER_TABLE;
     for (let i = 0; i < PTRS_PER_TABLE; i++) {
-      const d = Atomics.load(m, L.tablesBase + table * PTRS_PER_TABLE + i);
+      const d = m[base + i];
       if (!descValid(d)) continue;
       const gfn = firstGfn + i * span;
       if (level < LEVEL_PTE && descIsTable(d)) walk(descOa(d), level + 1, gfn);
-      else visit(gfn, d, level === LEVEL_PMD && pmdIsBlock(d) ? LEVEL_PMD : LEVEL_PTE);
+      else push(gfn, d, level === LEVEL_PMD && pmdIsBlock(d) ? LEVEL_PMD : LEVEL_PTE);
     }
   };
   const root = kvmPgd(kvm);
   if (root >= 0) walk(root, 1, 0);
+  return o;
+}
+
+/**
+ * Every valid stage-2 leaf of the current root (kvm->arch.pgd), read once
+ * (or from `leaves`, the same stop point's walk): `visit(gfn, desc, level)`.
+ */
+function forEachStage2Leaf(kvm: Kvm, leaves: Stage2Leaves | undefined, visit: (gfn: number, d: number, level: number) => void): void {
+  const l = leaves ?? collectStage2Leaves(kvm);
+  for (let i = 0; i < l.count; i++) visit(l.gfn[i], l.desc[i], l.level[i]);
 }
 
 const TABLE_STATE_TEXT = ['free', 'in a memory cache', 'in use'];

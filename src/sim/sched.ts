@@ -273,7 +273,10 @@ export class SimSched implements Sched {
     const steps = f[SIMF.STEPS] + 1;
     f[SIMF.STEPS] = steps;
     s[SIM.HASH] = Math.imul(s[SIM.HASH] ^ ((this.me << 8) | site), 16777619);
-    if (steps % SLOW_PATH_EVERY === 0) this.slowPath(steps);
+    // steps % SLOW_PATH_EVERY without a floating-point remainder (steps
+    // passes 2^31 in long runs): ToInt32 keeps steps mod 2^32, a multiple
+    // of SLOW_PATH_EVERY, so the low bits are the same.
+    if ((steps & (SLOW_PATH_EVERY - 1)) === 0) this.slowPath(steps);
     // The bound is spent: no draw, no switch, the running actor goes on (a
     // yield still switches). Unbounded runs never take this branch.
     if (!this.yielding && f[SIMF.PREEMPTIONS] >= this.maxPreemptions) return;
