@@ -8,6 +8,7 @@
 import { parseRunArgs } from '../stress/options.js';
 import { runThreads } from '../stress/run.js';
 import { runSim } from '../stress/simrun.js';
+import { formatBytes } from '../src/config.js';
 
 export interface SimSpeedRow {
   mode: string;
@@ -15,6 +16,28 @@ export interface SimSpeedRow {
   median: number;
   /** median of the per-round ratios to threads mode (threads: 1) */
   ratio: number;
+  /** sim modes: scheduling steps and actor switches per second of the run (medians); null in threads mode */
+  stepsPerSec: number | null;
+  switchesPerSec: number | null;
+}
+
+/**
+ * Campaign throughput: seeds of the default sim configuration (`s2stress
+ * run --mode sim --seed N`, nothing else) run one after the other in this
+ * process, as one campaign job runs them, with the CPU time of every thread.
+ */
+export interface SeedRate {
+  /** the run flags besides --seed (empty: the defaults) */
+  args: string[];
+  config: { scenario: string; vcpus: number; guestMem: number; ops: number };
+  seeds: number[];
+  wallMs: number[];
+  /** user + system CPU time of the whole process (main thread and workers) per seed */
+  cpuMs: number[];
+  steps: number[];
+  switches: number[];
+  seedsPerCpuMinute: number;
+  seedsPerWallMinute: number;
 }
 
 export interface SimSpeedResult {
@@ -22,7 +45,12 @@ export interface SimSpeedResult {
   ops: number;
   rounds: number;
   rows: SimSpeedRow[];
+  /** absent in older results */
+  seedRate?: SeedRate | null;
 }
+
+const fmtM = (x: number): string => `${(x / 1e6).toFixed(2)}M`;
+const fmtK = (x: number): string => `${(x / 1e3).toFixed(1)}k`;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -38,13 +66,20 @@ export async function simSpeedBench(o: { ops: number; rounds: number; seed: numb
     { name: 'sim pct', args: ['--mode', 'sim', '--sched', 'pct'] },
   ];
   const rates: number[][] = modes.map(() => []);
+  const steps: number[][] = modes.map(() => []);
+  const switches: number[][] = modes.map(() => []);
   for (let r = 0; r < o.rounds; r++) {
     for (let i = 0; i < modes.length; i++) {
       const opts = parseRunArgs([...base, ...modes[i].args]);
       opts.quiet = true;
       const rep = opts.mode === 'sim' ? await runSim(opts) : await runThreads(opts);
       if (rep.result !== 'pass') throw new Error(`bench run failed (${modes[i].name}): ${rep.violations[0]?.message ?? rep.error}`);
-      rates[i].push(rep.counters.accesses / (rep.elapsedMs / 1000));
+      const sec = rep.elapsedMs / 1000;
+      rates[i].push(rep.counters.accesses / sec);
+      if (rep.schedule) {
+        steps[i].push(rep.schedule.steps / sec);
+        switches[i].push(rep.schedule.switches / sec);
+      }
     }
   }
   const rows = modes.map((m, i) => ({
@@ -52,14 +87,68 @@ export async function simSpeedBench(o: { ops: number; rounds: number; seed: numb
     accessesPerSec: rates[i],
     median: median(rates[i]),
     ratio: median(rates[i].map((x, r) => x / rates[0][r])),
+    stepsPerSec: steps[i].length ? median(steps[i]) : null,
+    switchesPerSec: switches[i].length ? median(switches[i]) : null,
   }));
   return { scenario, ops: o.ops, rounds: o.rounds, rows };
+}
+
+/**
+ * Seeds per CPU-minute of the default sim configuration: `seeds` runs of
+ * `s2stress run --mode sim --seed N` plus `extra` flags (none: the defaults),
+ * one after the other in this process. CPU time is the process's (every
+ * worker thread's included), so the figure says how many seeds a campaign
+ * gets per core-minute.
+ */
+export async function seedRateBench(o: { seeds: number[]; extra?: string[] }): Promise<SeedRate> {
+  const extra = o.extra ?? [];
+  const wallMs: number[] = [];
+  const cpuMs: number[] = [];
+  const steps: number[] = [];
+  const switches: number[] = [];
+  let config: SeedRate['config'] | null = null;
+  for (const seed of o.seeds) {
+    const opts = parseRunArgs(['--mode', 'sim', ...extra, '--seed', String(seed)]);
+    opts.quiet = true;
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    const rep = await runSim(opts);
+    const c = process.cpuUsage(c0);
+    wallMs.push(performance.now() - t0);
+    cpuMs.push((c.user + c.system) / 1000);
+    if (rep.error) throw new Error(`seed ${seed}: the run did not complete: ${rep.error}`);
+    steps.push(rep.schedule?.steps ?? 0);
+    switches.push(rep.schedule?.switches ?? 0);
+    config = { scenario: opts.scenario, vcpus: opts.vcpus, guestMem: opts.guestMem, ops: opts.ops ?? 0 };
+  }
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  return {
+    args: extra,
+    config: config!,
+    seeds: o.seeds,
+    wallMs,
+    cpuMs,
+    steps,
+    switches,
+    seedsPerCpuMinute: o.seeds.length / (sum(cpuMs) / 60_000),
+    seedsPerWallMinute: o.seeds.length / (sum(wallMs) / 60_000),
+  };
 }
 
 export function formatSimSpeed(r: SimSpeedResult): string {
   const lines = [`sim vs threads, 1 vCPU, scenario ${r.scenario}, ${r.ops} accesses per run, ${r.rounds} rounds (target: sim >= 0.1x threads)`];
   for (const row of r.rows) {
-    lines.push(`  ${row.mode.padEnd(11)} ${Math.round(row.median).toString().padStart(9)} accesses/s   ratio ${row.ratio.toFixed(3)}x${row.mode === 'threads' ? '' : row.ratio >= 0.1 ? '  (meets 0.1x)' : '  (MISSES 0.1x)'}`);
+    const sched = row.stepsPerSec === null || row.switchesPerSec === null ? '' : `   ${fmtM(row.stepsPerSec)} steps/s, ${fmtK(row.switchesPerSec)} switches/s (a switch every ${(1e6 / row.switchesPerSec).toFixed(1)} us)`;
+    lines.push(`  ${row.mode.padEnd(11)} ${Math.round(row.median).toString().padStart(9)} accesses/s   ratio ${row.ratio.toFixed(3)}x${row.mode === 'threads' ? '' : row.ratio >= 0.1 ? '  (meets 0.1x)' : '  (MISSES 0.1x)'}${sched}`);
+  }
+  const sr = r.seedRate;
+  if (sr) {
+    const cfg = `${sr.config.scenario}, ${sr.config.vcpus} vCPUs, ${formatBytes(sr.config.guestMem)}, ${sr.config.ops} accesses${sr.args.length ? ` (${sr.args.join(' ')})` : ' (the defaults)'}`;
+    lines.push(
+      `campaign throughput, sim random, ${cfg}, seeds ${sr.seeds.join(',')} one after the other:`,
+      `  ${sr.seedsPerCpuMinute.toFixed(2)} seeds per CPU-minute (every thread's CPU time), ${sr.seedsPerWallMinute.toFixed(2)} per minute of wall time; per seed: ` +
+        sr.seeds.map((s, i) => `${(sr.wallMs[i] / 1000).toFixed(1)} s wall / ${(sr.cpuMs[i] / 1000).toFixed(1)} s CPU, ${fmtM(sr.steps[i])} steps, ${fmtK(sr.switches[i])} switches`).join('; '),
+    );
   }
   return lines.join('\n');
 }

@@ -103,6 +103,15 @@ describe('s2stress bench --quick', () => {
     const [lo, hi] = r.overhead.faultsRatioCi;
     expect(lo <= r.overhead.faultsRatio && r.overhead.faultsRatio <= hi).toBe(true);
     expect(r.targets.length).toBeGreaterThanOrEqual(6);
+    // campaign throughput: the default sim configuration (--quick: 5 000 accesses of it), with every thread's CPU time
+    const sr = r.sim.seedRate;
+    expect(sr.seeds).toEqual([3]);
+    expect(sr.config).toEqual({ scenario: 'mixed', vcpus: 4, guestMem: 1 << 30, ops: 5000 });
+    expect(sr.cpuMs[0]).toBeGreaterThan(0);
+    expect(sr.seedsPerCpuMinute).toBeCloseTo(60_000 / sr.cpuMs[0], 6);
+    expect(sr.steps[0]).toBeGreaterThan(sr.switches[0]);
+    expect(text).toMatch(/[\d.]+ seeds per CPU-minute/);
+    expect(r.sim.rows.find((x: { mode: string }) => x.mode === 'sim random').switchesPerSec).toBeGreaterThan(0);
   });
 
   it(`dirty-log: dirty_log_perf_test, fixed against 6.2 at ${DIRTY_LOG_VCPUS.join(', ')} vCPUs, with the upstream figures`, async () => {
