@@ -20,6 +20,8 @@ import { contendedBench, type ContendResult } from './contend.js';
 import { ringBench, type RingBenchResult } from './ring.js';
 import { DEFAULT_PROFILES, UPSTREAM, checkDirtyLogOptions, dirtyLogBench, parseProfilePair, parseVcpuMem, type DirtyLogResult } from './dirtylog.js';
 import type { ProfileName } from '../src/config.js';
+import { checkWritable, writeTextAtomic } from '../stress/files.js';
+import { htmlBench } from '../stress/html.js';
 
 type Io = { out(s: string): void; err(s: string): void };
 
@@ -46,10 +48,12 @@ export const TARGETS = {
  */
 const DEFAULT_OVERHEAD_VCPUS = Math.max(2, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);
 
-export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown FILE] [--only ${SECTIONS.join(',')}]
+export const BENCH_USAGE = `s2stress bench [--quick] [--json FILE] [--markdown FILE] [--html FILE] [--only ${SECTIONS.join(',')}]
                [--duration TIME] [--vcpus 1,2,4,8] [--lock KIND[,KIND]|all] [--pairs N] [--overhead-vcpus N]
                [--contend-pairs N] [--rounds N] [--time TIME] [--seed N] [--guest-mem SIZE] [--write-pct P]
                [--vcpu-mem SIZE] [--profiles OLD,NEW] [--passes N]
+  --html FILE    also write the results as one self-contained HTML page: scaling by vCPUs (accesses, faults,
+                 contention), the dirty_log_perf_test sides, sim throughput
   --quick        short everything (for tests): tinybench 30ms x 1 round, 500ms runs, vCPUs 1,2, 1 pair;
                  dirty-log: --vcpu-mem 2M, --passes 1; ring: one density (10%), 3 rounds
   --duration     length of each threads-mode run (scaling point, overhead run); default 3s
@@ -73,6 +77,8 @@ export interface BenchOptions {
   quick: boolean;
   json: string | null;
   markdown: string | null;
+  /** --html FILE: the results as one self-contained page (stress/html.ts). */
+  html?: string | null;
   only: Section[];
   durationMs: number;
   vcpus: number[];
@@ -97,6 +103,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     quick,
     json: null,
     markdown: null,
+    html: null,
     only: [...SECTIONS],
     durationMs: quick ? 500 : 3000,
     vcpus: quick ? [1, 2] : [1, 2, 4, 8],
@@ -134,6 +141,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
         break;
       case '--markdown':
         o.markdown = need();
+        break;
+      case '--html':
+        o.html = need();
         break;
       case '--only': {
         const parts = need().split(',').filter(Boolean);
@@ -647,6 +657,7 @@ export async function main(args: string[], io: Io): Promise<number> {
   let o: BenchOptions;
   try {
     o = parseBenchArgs(args);
+    if (o.html) checkWritable('--html', o.html);
   } catch (e) {
     if (e instanceof ConfigError) {
       io.err(`s2stress bench: ${e.message}`);
@@ -664,6 +675,7 @@ export async function main(args: string[], io: Io): Promise<number> {
   io.out(formatBench(r));
   if (o.json) writeFileSync(o.json, JSON.stringify(r, null, 2) + '\n');
   if (o.markdown) writeFileSync(o.markdown, formatBench(r, 'markdown') + '\n');
+  if (o.html) writeTextAtomic(o.html, htmlBench(r));
   const runs = [
     ...(r.scaling?.points ?? []),
     ...(r.overhead?.pairs.flatMap((p) => [p.on, p.off]) ?? []),

@@ -1,5 +1,5 @@
 /**
- * The HTML report (`--html FILE` for run, campaign and zoo): one
+ * The HTML report (`--html FILE` for run, replay, campaign, merge, zoo and bench): one
  * self-contained file, no script and nothing fetched, plots drawn as inline
  * SVG. Every text taken from a report (messages, traces, flags, names) goes
  * through esc(): a violation message holding `<script>` shows as text.
@@ -7,6 +7,7 @@
 import type { Report } from './report.js';
 import type { CampaignResult } from './campaign.js';
 import type { ZooCell, ZooRow } from './zoo.js';
+import type { BenchResults } from '../bench/run.js';
 
 /** HTML-escape text for element content and attribute values. */
 export function esc(s: unknown): string {
@@ -231,4 +232,74 @@ export function htmlZoo(rows: ZooRow[], meta: string): string {
   const cell = (c: ZooCell | null): string => (c === null ? '-' : `${c.caught}/${c.tried}, ${c.medianMs === null ? '>budget' : `${(c.medianMs / 1000).toFixed(2)} s`}${c.invariant ? ` (${c.invariant})` : ''}`);
   body.push(table(['defect', 'expected', 'sim', 'threads'], rows.map((r) => [r.bug, r.expected, cell(r.sim), cell(r.threads)])));
   return page('s2stress zoo', body);
+}
+
+/**
+ * The results of `s2stress bench --html FILE`: how throughput scales with
+ * vCPUs (accesses, faults and mmu_lock contention, per lock kind), the two
+ * sides of dirty_log_perf_test by vCPUs, and sim throughput.
+ */
+export function htmlBench(r: BenchResults): string {
+  const body: string[] = [];
+  const mc = r.machine;
+  const met = r.targets.filter((t) => t.met).length;
+  body.push(`<h1>s2stress bench: <span class="badge ${met === r.targets.length ? 'pass' : 'fail'}">${esc(met)}/${esc(r.targets.length)} targets met</span></h1>`);
+  body.push(`<p>${esc(mc.cpuModel)}, ${esc(mc.nproc)} cores, Node ${esc(mc.node)}, ${esc(mc.platform)}; ${esc(mc.date)}; load average ${esc(mc.loadavgStart.join(' '))} at the start, ${esc(mc.loadavgEnd.join(' '))} at the end</p>`);
+  if (r.scaling) {
+    const sc = r.scaling;
+    body.push(`<h2>Scaling by vCPUs</h2><p>scenario ${esc(sc.scenario)}, ${esc(sc.guestMem)} guest, ${esc((sc.durationMs / 1000).toFixed(1))} s per point, ${esc(sc.cores)} cores. ${esc(sc.note)}</p>`);
+    const locks = [...new Set(sc.points.map((p) => p.lock))];
+    const by = (f: (p: (typeof sc.points)[number]) => number | null): LineSeries[] =>
+      locks.map((l) => ({
+        name: l,
+        points: sc.points.filter((p) => p.lock === l && p.result === 'pass' && f(p) !== null).map((p) => [p.vcpus, f(p)!] as [number, number]),
+      }));
+    body.push(svgLines('guest accesses per second by vCPUs', by((p) => p.accessesPerSec), 'vCPUs', 'accesses/s'));
+    body.push(svgLines('stage-2 faults per second by vCPUs', by((p) => p.faultsPerSec), 'vCPUs', 'faults/s'));
+    body.push(svgLines('mmu_lock: share of acquisitions that waited, by vCPUs', by((p) => p.contentionRatio), 'vCPUs', 'contended share'));
+    body.push(
+      table(
+        ['lock', 'vCPUs', 'result', 'accesses/s', 'faults/s', 'contended', 'wait avg us', 'wait p99 us'],
+        sc.points.map((p) => [
+          p.lock,
+          p.vcpus,
+          p.result,
+          fmt(p.accessesPerSec),
+          fmt(p.faultsPerSec),
+          p.contentionRatio === null ? '-' : `${(p.contentionRatio * 100).toFixed(1)}%`,
+          p.waitAvgNs === null ? '-' : fmt(p.waitAvgNs / 1000),
+          p.waitP99Ns === null ? '-' : fmt(p.waitP99Ns / 1000),
+        ]),
+      ),
+    );
+  }
+  if (r.dirtyLog) {
+    const d = r.dirtyLog;
+    body.push(`<h2>dirty_log_perf_test by vCPUs</h2><p><code>${esc(d.command)}</code>: ${esc(d.profiles.old.profile)} (${esc(d.profiles.old.lock)}) against ${esc(d.profiles.new.profile)} (${esc(d.profiles.new.lock)}), ${esc(d.vcpuMem)} per vCPU</p>`);
+    const side = (k: 'oldMs' | 'newMs'): [number, number][] => d.rows.filter((x) => x[k] !== null).map((x) => [x.vcpus, x[k]!]);
+    body.push(
+      svgLines(
+        'dirty memory time per iteration by vCPUs, ms',
+        [
+          { name: d.profiles.old.profile, points: side('oldMs') },
+          { name: d.profiles.new.profile, points: side('newMs') },
+        ],
+        'vCPUs',
+        'ms per iteration',
+      ),
+    );
+  }
+  if (r.sim) {
+    const sm = r.sim;
+    body.push(`<h2>Sim mode against threads mode</h2><p>1 vCPU, scenario ${esc(sm.scenario)}, ${esc(sm.ops)} accesses per run, ${esc(sm.rounds)} rounds</p>`);
+    body.push(svgBars('guest accesses per second (median)', ['accesses/s'], sm.rows.map((x) => ({ label: x.mode, values: [x.median] }))));
+    const sr = sm.seedRate;
+    if (sr) {
+      body.push(
+        `<p>campaign throughput: <b>${esc(sr.seedsPerCpuMinute.toFixed(2))} seeds per CPU-minute</b> of ${esc(sr.config.scenario)}, ${esc(sr.config.vcpus)} vCPUs, ${esc(sr.config.ops)} accesses${sr.args.length ? ` (<code>${esc(sr.args.join(' '))}</code>)` : ' (the default sim configuration)'}, seeds ${esc(sr.seeds.join(', '))}</p>`,
+      );
+    }
+  }
+  if (r.targets.length) body.push('<h2>Targets</h2>', table(['target', 'wanted', 'measured', ''], r.targets.map((t) => [t.name, t.target, t.measured, t.met ? 'met' : 'MISSED'])));
+  return page(`s2stress bench, ${mc.date}`, body);
 }

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { htmlCampaign, htmlRun, htmlZoo, esc, svgBars } from '../../stress/html.js';
+import { htmlBench, htmlCampaign, htmlRun, htmlZoo, esc, svgBars } from '../../stress/html.js';
+import type { BenchResults } from '../../bench/run.js';
 import { parseRunArgs } from '../../stress/options.js';
 import { runSim } from '../../stress/simrun.js';
 import type { Report } from '../../stress/report.js';
@@ -140,6 +141,29 @@ describe.skipIf(!have)('HTML reports in headless Chromium', () => {
     expect(zp[1].marks).toBe(zoo.rows.length * 2);
     expect(await ink(z.page, 'figure.plot svg')).toBeGreaterThan(0.01);
     await z.page.close();
+  }, 60_000);
+
+  it('bench results: scaling by vCPUs (accesses, faults, contention) per lock kind, sim throughput, no console error', async () => {
+    const bench = JSON.parse(readFileSync(join(process.cwd(), 'bench/results.json'), 'utf8')) as BenchResults;
+    bench.scaling!.note = XSS;
+    const locks = new Set(bench.scaling!.points.map((p) => p.lock));
+    expect(locks.size).toBeGreaterThan(1);
+    const b = await open('bench.html', htmlBench(bench));
+    expect(b.errors).toEqual([]);
+    expect(b.requests).toEqual([]);
+    expect(await b.page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    expect(await b.page.textContent('body')).toContain('<script>window.__pwned = 1</script>');
+    const bp = await plots(b.page);
+    // one line per lock kind in each scaling plot; one bar per sim-speed mode
+    expect(bp.map((x) => [x.caption, x.marks])).toEqual([
+      ['guest accesses per second by vCPUs', locks.size],
+      ['stage-2 faults per second by vCPUs', locks.size],
+      ['mmu_lock: share of acquisitions that waited, by vCPUs', locks.size],
+      ['guest accesses per second (median)', bench.sim!.rows.length],
+    ]);
+    for (const x of bp) expect(x.w * x.h, x.caption).toBeGreaterThan(200 * 100);
+    expect(await ink(b.page, 'figure.plot svg')).toBeGreaterThan(0.01);
+    await b.page.close();
   }, 60_000);
 
   it('the checks fail on a broken page: unescaped text runs the script, an empty plot has no marks', async () => {

@@ -8,7 +8,7 @@
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../stress/cli.js';
 import { requireBuild } from './support.js';
@@ -76,7 +76,8 @@ describe('s2stress bench --quick', () => {
     const err: string[] = [];
     // The spinlocks' scaling points only (the rwlock's would add ~10 s; its threads-mode runs are tested in rwlock.test.ts).
     // Every section but dirty-log (tested below).
-    const code = await main(['bench', '--quick', '--only', 'lock,tlb,fault,scaling,overhead,sim', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--lock', 'ticket,tas', '--seed', '3', '--json', json], {
+    const html = join(dirname(json), 'bench.html');
+    const code = await main(['bench', '--quick', '--only', 'lock,tlb,fault,scaling,overhead,sim', '--vcpus', '1,2', '--duration', '300ms', '--overhead-vcpus', '2', '--lock', 'ticket,tas', '--seed', '3', '--json', json, '--html', html], {
       out: (s) => out.push(s),
       err: (s) => err.push(s),
     });
@@ -103,6 +104,10 @@ describe('s2stress bench --quick', () => {
     const [lo, hi] = r.overhead.faultsRatioCi;
     expect(lo <= r.overhead.faultsRatio && r.overhead.faultsRatio <= hi).toBe(true);
     expect(r.targets.length).toBeGreaterThanOrEqual(6);
+    // --html: the same results as a page (drawn in Chromium by test/html/browser.test.ts)
+    const page = readFileSync(html, 'utf8');
+    expect(page).toContain('guest accesses per second by vCPUs');
+    expect(page.match(/<polyline class="line"/g)?.length).toBeGreaterThanOrEqual(6);
     // campaign throughput: the default sim configuration (--quick: 5 000 accesses of it), with every thread's CPU time
     const sr = r.sim.seedRate;
     expect(sr.seeds).toEqual([3]);
@@ -112,6 +117,14 @@ describe('s2stress bench --quick', () => {
     expect(sr.steps[0]).toBeGreaterThan(sr.switches[0]);
     expect(text).toMatch(/[\d.]+ seeds per CPU-minute/);
     expect(r.sim.rows.find((x: { mode: string }) => x.mode === 'sim random').switchesPerSec).toBeGreaterThan(0);
+  });
+
+  it('--html naming a directory is refused before anything runs, naming the flag (exit 2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 's2bench-'));
+    const err: string[] = [];
+    const code = await main(['bench', '--quick', '--only', 'sim', '--html', dir], { out: () => {}, err: (s) => err.push(s) });
+    expect(code).toBe(2);
+    expect(err.join('\n')).toMatch(/--html '.*' cannot be written: it is a directory/);
   });
 
   it(`dirty-log: dirty_log_perf_test, fixed against 6.2 at ${DIRTY_LOG_VCPUS.join(', ')} vCPUs, with the upstream figures`, async () => {
