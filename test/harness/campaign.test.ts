@@ -75,6 +75,36 @@ describe('campaign', () => {
     expect(signatureOf({ config: { profile: 'fixed' }, violations: [], error: 'worker vcpu0 threw: boom 42\n  at x' } as unknown as Report).signature).toBe('fixed harness: worker vcpuN threw: boom N');
   });
 
+  it('--shrink: each signature gets a shrunk reproducer that replays exactly; merging shards carries it with its file', async () => {
+    const dir = tmp();
+    const SMALL = ['--mode', 'sim', '--scenario', 'migrate', '--profile', 'fixed', '--bug', 'no-mark-dirty', '--vcpus', '1', '--guest-mem', '2M', '--ops', '300', '--host-ops', 'none', '--seeds', '1..2'];
+    const c = capture();
+    const code = await main(['campaign', ...SMALL, '--jobs', '2', '--shrink', '2s', '--out', join(dir, 'out')], c.io);
+    expect(code, c.err.join('\n')).toBe(1);
+    const r = read(join(dir, 'out'));
+    expect(r.totals.failed).toBe(2);
+    for (const s of r.signatures) {
+      expect(s.shrunk, s.signature).toBeDefined();
+      expect(['shrunk', 'minimal']).toContain(s.shrunk!.status);
+      expect(s.shrunk!.file).toBe(`failures/${s.reproducer}.shrunk.json`);
+      expect(c.out.join('\n')).toContain(`s2stress replay ${s.shrunk!.file}`);
+      const rep = spawnSync(process.execPath, [CLI, 'replay', join(dir, 'out', s.shrunk!.file!), '--quiet'], { encoding: 'utf8' });
+      expect(rep.status, rep.stdout + rep.stderr).toBe(1);
+      expect(rep.stdout).toMatch(/replay: exact/);
+    }
+    // Two shards, each shrinking its own reproducers; the merge keeps each signature's shrunk reproducer.
+    const parts = await Promise.all([1, 2].map((k) => runCli(['campaign', ...SMALL, '--jobs', '1', '--shard', `${k}/2`, '--shrink', '1s', '--out', join(dir, `shard${k}`)])));
+    for (const p of parts) expect(p.code, p.stderr).toBe(1);
+    const m = capture();
+    expect(await main(['merge', join(dir, 'shard1'), join(dir, 'shard2'), '--out', join(dir, 'merged')], m.io), m.err.join('\n')).toBe(1);
+    const merged = read(join(dir, 'merged'));
+    expect(merged.signatures.map((s) => s.signature)).toEqual(r.signatures.map((s) => s.signature));
+    for (const s of merged.signatures) {
+      expect(s.shrunk?.file, s.signature).toBe(`failures/${s.reproducer}.shrunk.json`);
+      expect(existsSync(join(dir, 'merged', s.shrunk!.file!)), s.shrunk!.file!).toBe(true);
+    }
+  }, 90_000);
+
   it('shards split the jobs deterministically: every job in exactly one shard, balanced', () => {
     const { jobs } = campaignJobs(parseCampaignArgs([...FLAGS.slice(0, -2), '--seeds', '1..10']));
     expect(jobs).toHaveLength(20);
