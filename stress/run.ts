@@ -277,6 +277,9 @@ export function launch(o: RunOptions, sim?: ActorTask['sim']): Launched {
   return Object.assign(launched, { kvm, pool, specs, tasks, results, error: () => harnessError, checker, checkerStats, gate });
 }
 
+/** How long the other workers have to return after one failed (then they are terminated). */
+export const CRASH_GRACE_MS = 2000;
+
 /** Stop every actor and the pool; returns a harness error if some worker would not stop. */
 export async function shutdown(run: Launched, o: RunOptions): Promise<string | null> {
   const m = run.kvm.m;
@@ -287,8 +290,11 @@ export async function shutdown(run: Launched, o: RunOptions): Promise<string | n
   openGate(run);
   // Workers return at their next safe point; on a loaded machine that can
   // take seconds (measured: 5 s was not always enough with another 64-vCPU
-  // run on the same 2 cores).
-  const wait = Math.max(10_000, o.watchdogMs);
+  // run on the same 2 cores). After a worker failed, the others may wait
+  // for good on what it held (mmu_lock, a flush it never acknowledged): they
+  // get a short grace, then the pool is destroyed (before: the whole
+  // watchdog, a minute in the tests, went by first).
+  const wait = run.error() ? CRASH_GRACE_MS : Math.max(10_000, o.watchdogMs);
   let timer: NodeJS.Timeout | undefined;
   const timedOut = await Promise.race([
     Promise.all(run.tasks).then(() => false),
