@@ -14,7 +14,7 @@ import { parseDuration, parseFloatFlag, parseIntFlag, parseSize, formatDuration 
 import { VERSION } from '../stress/report.js';
 import { DEFAULT_HOLD_SAMPLE } from '../src/sync/lockstat.js';
 import { BARE_PAIR, LOCK_SUBJECTS, faultBench, lockBench, lockConfigName, lockLabel, median, tlbBench, type FaultRow, type MicroOptions, type MicroRow } from './micro.js';
-import { formatSimSpeed, seedRateBench, simSpeedBench, type SimSpeedResult } from './simspeed.js';
+import { UNPINNED, formatSimSpeed, seedRateBench, simSpeedBench, type SimSpeedResult } from './simspeed.js';
 import { SCALING_SCENARIO, overheadBench, scalingBench, type OverheadResult, type RunPoint, type ScalingOptions } from './scaling.js';
 import { contendedBench, type ContendResult } from './contend.js';
 import { ringBench, type RingBenchResult } from './ring.js';
@@ -528,7 +528,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     const rounds = o.quick ? 1 : 3;
     progress(`sim: sim mode against threads mode, 1 vCPU, ${ops} accesses, ${rounds} round(s) ...`);
     res.sim = await simSpeedBench({ ops, rounds, seed: o.seed });
-    for (const row of res.sim.rows.filter((x) => x.mode !== 'threads')) {
+    for (const row of res.sim.rows.filter((x) => x.mode !== 'threads' && x.mode !== UNPINNED)) {
       T.push({ name: `${row.mode} vs threads mode, single-vCPU accesses/s`, target: `>= ${TARGETS.simRatio}x`, measured: fmtRatio(row.ratio), met: row.ratio >= TARGETS.simRatio });
     }
     const random = res.sim.rows.find((x) => x.mode === 'sim random');

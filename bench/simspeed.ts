@@ -19,7 +19,27 @@ export interface SimSpeedRow {
   /** sim modes: scheduling steps and actor switches per second of the run (medians); null in threads mode */
   stepsPerSec: number | null;
   switchesPerSec: number | null;
+  /** sim modes: the CPU the actors were pinned to in the last round (--sim-cpu), null if none; absent in older results */
+  cpu?: number | null;
+  /**
+   * The events races are made of, per second (medians): stage-2 faults, MMU
+   * notifier invalidations, migrations (completed or cancelled); and each
+   * one's ratio to threads mode (median of the rounds'). The same seed does
+   * far more of them per guest access in sim mode than in threads mode, so
+   * accesses per second alone undersells the sim. Absent in older results.
+   */
+  events?: { name: SimEvent; perSec: number; ratio: number }[];
 }
+
+export type SimEvent = 'faults' | 'invalidations' | 'migrations';
+const EVENTS: readonly SimEvent[] = ['faults', 'invalidations', 'migrations'];
+
+function eventCount(c: Record<string, number>, e: SimEvent): number {
+  return e === 'migrations' ? (c.migrations ?? 0) + (c.cancels ?? 0) : (c[e] ?? 0);
+}
+
+/** The row of sim random with --sim-cpu off: a comparison, no target of its own. */
+export const UNPINNED = 'sim random, unpinned';
 
 /**
  * Campaign throughput: seeds of the default sim configuration (`s2stress
@@ -51,6 +71,7 @@ export interface SimSpeedResult {
 
 const fmtM = (x: number): string => `${(x / 1e6).toFixed(2)}M`;
 const fmtK = (x: number): string => `${(x / 1e3).toFixed(1)}k`;
+const fmtRate = (x: number): string => (x >= 1e4 ? fmtK(x) : x >= 100 ? String(Math.round(x)) : x.toFixed(1));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -63,11 +84,15 @@ export async function simSpeedBench(o: { ops: number; rounds: number; seed: numb
   const modes: { name: string; args: string[] }[] = [
     { name: 'threads', args: ['--mode', 'threads'] },
     { name: 'sim random', args: ['--mode', 'sim', '--sched', 'random'] },
+    // The same run with its actor threads free to move between cores (--sim-cpu off): what pinning gains.
+    { name: UNPINNED, args: ['--mode', 'sim', '--sched', 'random', '--sim-cpu', 'off'] },
     { name: 'sim pct', args: ['--mode', 'sim', '--sched', 'pct'] },
   ];
   const rates: number[][] = modes.map(() => []);
   const steps: number[][] = modes.map(() => []);
   const switches: number[][] = modes.map(() => []);
+  const cpus: (number | null)[] = modes.map(() => null);
+  const events: number[][][] = modes.map(() => EVENTS.map(() => []));
   for (let r = 0; r < o.rounds; r++) {
     for (let i = 0; i < modes.length; i++) {
       const opts = parseRunArgs([...base, ...modes[i].args]);
@@ -76,9 +101,11 @@ export async function simSpeedBench(o: { ops: number; rounds: number; seed: numb
       if (rep.result !== 'pass') throw new Error(`bench run failed (${modes[i].name}): ${rep.violations[0]?.message ?? rep.error}`);
       const sec = rep.elapsedMs / 1000;
       rates[i].push(rep.counters.accesses / sec);
+      EVENTS.forEach((e, k) => events[i][k].push(eventCount(rep.counters, e) / sec));
       if (rep.schedule) {
         steps[i].push(rep.schedule.steps / sec);
         switches[i].push(rep.schedule.switches / sec);
+        cpus[i] = rep.pinnedCpu ?? null;
       }
     }
   }
@@ -89,6 +116,12 @@ export async function simSpeedBench(o: { ops: number; rounds: number; seed: numb
     ratio: median(rates[i].map((x, r) => x / rates[0][r])),
     stepsPerSec: steps[i].length ? median(steps[i]) : null,
     switchesPerSec: switches[i].length ? median(switches[i]) : null,
+    cpu: cpus[i],
+    events: EVENTS.map((name, k) => ({
+      name,
+      perSec: median(events[i][k]),
+      ratio: median(events[i][k].map((x, r) => (events[0][k][r] > 0 ? x / events[0][k][r] : Infinity))),
+    })),
   }));
   return { scenario, ops: o.ops, rounds: o.rounds, rows };
 }
@@ -139,7 +172,13 @@ export function formatSimSpeed(r: SimSpeedResult): string {
   const lines = [`sim vs threads, 1 vCPU, scenario ${r.scenario}, ${r.ops} accesses per run, ${r.rounds} rounds (target: sim >= 0.1x threads)`];
   for (const row of r.rows) {
     const sched = row.stepsPerSec === null || row.switchesPerSec === null ? '' : `   ${fmtM(row.stepsPerSec)} steps/s, ${fmtK(row.switchesPerSec)} switches/s (a switch every ${(1e6 / row.switchesPerSec).toFixed(1)} us)`;
-    lines.push(`  ${row.mode.padEnd(11)} ${Math.round(row.median).toString().padStart(9)} accesses/s   ratio ${row.ratio.toFixed(3)}x${row.mode === 'threads' ? '' : row.ratio >= 0.1 ? '  (meets 0.1x)' : '  (MISSES 0.1x)'}${sched}`);
+    const verdict = row.mode === 'threads' || row.mode === UNPINNED ? '' : row.ratio >= 0.1 ? '  (meets 0.1x)' : '  (MISSES 0.1x)';
+    const pin = row.cpu != null ? `, actors on CPU ${row.cpu}` : '';
+    lines.push(`  ${row.mode.padEnd(20)} ${Math.round(row.median).toString().padStart(9)} accesses/s   ratio ${row.ratio.toFixed(3)}x${verdict}${sched}${pin}`);
+    if (row.events) {
+      const ev = row.events.map((e) => `${fmtRate(e.perSec)} ${e.name}/s${row.mode === 'threads' ? '' : ` (${Number.isFinite(e.ratio) ? e.ratio.toFixed(2) : 'inf'}x)`}`).join(', ');
+      lines.push(`  ${''.padEnd(20)} ${ev}`);
+    }
   }
   const sr = r.seedRate;
   if (sr) {

@@ -331,7 +331,9 @@ interface Outcome {
 function runJob(cli: string, cell: RunOptions, job: CampaignJob, tmp: string, live: Set<ChildProcess>): Promise<Outcome> {
   const o: RunOptions = { ...cell, seed: job.seed };
   const file = join(tmp, `${job.id}.json`);
-  const args = [cli, 'run', ...runArgsOf(o, false), '--quiet', '--json', file];
+  // Where the actors run is not part of a run's flags (runArgsOf): passed on as given.
+  const pin = o.mode === 'sim' && o.simCpu !== undefined && o.simCpu !== 'auto' ? ['--sim-cpu', o.simCpu] : [];
+  const args = [cli, 'run', ...runArgsOf(o, false), ...pin, '--quiet', '--json', file];
   return new Promise((res) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     live.add(child);

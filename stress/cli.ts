@@ -223,7 +223,7 @@ async function replayCommandMain(args: string[], io: Out): Promise<number> {
     const name = a.split('=')[0];
     if (!RUN_FLAGS[name]) continue; // values (the FILE of --json)
     if (!RUN_FLAGS[name].display) {
-      throw new UsageError(name, `replay takes only --json, --html, --quiet, --verbose and --wide besides the report: ${name} would change the run (use the report's rerun line with s2stress run to change it)`);
+      throw new UsageError(name, `replay takes only --json, --html, --quiet, --verbose, --wide and --sim-cpu besides the report: ${name} would change the run (use the report's rerun line with s2stress run to change it)`);
     }
   }
   let prior: Report;

@@ -7,6 +7,7 @@
  * parseRunArgs, so a report is accepted exactly when the command line it
  * stands for would be.
  */
+import { allowedCpus, canPin, formatCpuList } from '../src/sim/pin.js';
 import { ARCHS, BACKINGS, ConfigError, DEFAULT_MODEL, DIRTY_LOGS, DIRTY_RING_DEFAULT_ENTRIES, DIRTY_RING_FIRST_PROFILE, DIRTY_RING_MIN_ENTRIES, KVM_DIRTY_RING_MAX_ENTRIES, type DirtyLog, KERNEL_PROFILES, LOCK_KINDS, MANUAL_PROTECT, MAX_VCPUS, MIN_VCPUS, type ModelConfig, PROFILES, RESCHED_GRANULE_DEFAULT, formatBytes, validateModelConfig, type Arch, type Backing, type LockKind, type ManualProtect, type ProfileName } from '../src/config.js';
 import { BUG_NAMES, FEATURE_SINCE, FIX_NAMES, checkProfileFeatures, firstProfileSince, resolveProtocol } from '../src/profiles.js';
 import { ALL_SCENARIOS, HOST_OP_KINDS, findScenario, scenarioHostOpKinds } from './scenarios.js';
@@ -93,6 +94,14 @@ export interface RunOptions {
    * every seed as before.
    */
   maxPreemptions?: number | null;
+  /**
+   * Sim mode, --sim-cpu: the CPU every actor thread is pinned to (one runs
+   * at a time, and a hand-over within one core is cheaper): 'auto' (the
+   * default: the CPU with the fewest sim runs of this user on it), 'off', or
+   * a CPU number. It changes no schedule, so replay does not take it from a
+   * report. Absent in older reports: 'auto'.
+   */
+  simCpu?: string;
 }
 
 export const DEFAULT_DURATION_MS = 20_000;
@@ -152,7 +161,20 @@ export function defaultOptions(): RunOptions {
     dirtyRingSize: null,
     hostOps: null,
     maxPreemptions: null,
+    simCpu: 'auto',
   };
+}
+
+/** --sim-cpu: auto, off, or a CPU this process may run on, where threads can be pinned. */
+function parseSimCpu(flag: string, value: string): string {
+  if (value === 'auto' || value === 'off') return value;
+  const allowed = allowedCpus();
+  const list = allowed ? ` (${formatCpuList(allowed)})` : '';
+  if (!/^\d+$/.test(value) || (allowed !== null && !allowed.includes(Number(value)))) {
+    throw new ConfigError(flag, `${flag} takes auto, off or a CPU this process may run on${list}, got '${value}'`);
+  }
+  if (!canPin()) throw new ConfigError(flag, `${flag} ${value}: threads cannot be pinned here (Linux's taskset, from util-linux, is needed); use --sim-cpu auto or off`);
+  return String(Number(value));
 }
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -169,7 +191,7 @@ interface FlagSpec {
   /** Takes a value (else a switch). */
   value: boolean;
   applies: Applies;
-  /** Changes what is printed or written, not the run (the only flags `replay` takes besides the report). */
+  /** Changes what is printed or written, or where the run runs, not the run itself (the only flags `replay` takes besides the report). */
   display?: boolean;
 }
 
@@ -212,6 +234,7 @@ export const RUN_FLAGS: Readonly<Record<string, FlagSpec>> = {
   '--dirty-ring-size': { value: true, applies: 'both' },
   '--host-ops': { value: true, applies: 'both' },
   '--max-preemptions': { value: true, applies: 'sim' },
+  '--sim-cpu': { value: true, applies: 'sim', display: true },
 };
 
 /** Flags that may be given more than once. */
@@ -226,7 +249,8 @@ export const RUN_FLAGS_HELP = `s2stress run [--scenario NAME] [--profile NAME] [
              [--dirty-log bitmap|ring] [--dirty-ring-size N]
              [--host-ops LIST]
     threads mode only: [--chaos P] [--check-every TIME] [--watchdog TIME]
-    sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N] [--max-preemptions K]`;
+    sim mode only:     [--sched random|pct] [--pct-depth D] [--check-steps N] [--stop-step N] [--max-preemptions K]
+                       [--sim-cpu auto|off|N]`;
 
 /** What each run flag accepts (s2stress run --help). */
 export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stress list scenarios names and describes each)
@@ -277,7 +301,10 @@ export const RUN_FLAGS_DETAIL = `  --scenario NAME        default mixed (s2stres
   --check-steps N        sim: stop-the-world check period in scheduling steps, 100 to 1000000000000
   --stop-step N          sim: end as an interrupted run did, at its end-of-run check at or after step N
   --max-preemptions K    sim: after K preemptive switches, switch only when the running actor blocks, yields
-                         or ends (preemption bounding, as CHESS); 0 to 1000000000 (default: unbounded)`;
+                         or ends (preemption bounding, as CHESS); 0 to 1000000000 (default: unbounded)
+  --sim-cpu auto|off|N   sim: pin every actor thread to one CPU (one runs at a time; a hand-over within a core
+                         costs less than a wake-up on another): auto (default: the CPU with the fewest sim runs
+                         of this user on it), off, or a CPU this process may run on; no schedule changes`;
 
 export const EXIT_CODES_HELP = `exit codes: 0 passed; 1 an invariant was violated; 2 bad usage or configuration;
   3 the harness failed or the run did no work (no guest access, or no migration in a scenario with migrations);
@@ -420,6 +447,9 @@ export function parseRunArgs(argv: readonly string[], base: RunOptions = default
         break;
       case '--stop-step':
         o.stopStep = parseIntFlag(arg, value, 1, 1e15);
+        break;
+      case '--sim-cpu':
+        o.simCpu = parseSimCpu(arg, value);
         break;
       case '--dirty-log':
         o.dirtyLog = oneOf(arg, value, DIRTY_LOGS);
@@ -637,6 +667,7 @@ const CONFIG_FIELDS: readonly { field: keyof RunOptions; type: FieldType; flag: 
   { field: 'dirtyRingSize', type: 'int', flag: '--dirty-ring-size', required: false, nullable: true },
   { field: 'hostOps', type: 'strings', flag: '--host-ops', required: false, nullable: true },
   { field: 'maxPreemptions', type: 'int', flag: '--max-preemptions', required: false, nullable: true },
+  { field: 'simCpu', type: 'string', flag: '--sim-cpu', required: false },
 ];
 
 function typeOk(v: unknown, t: FieldType): boolean {
@@ -715,6 +746,9 @@ export function optionsFromReportConfig(config: unknown, extra: readonly string[
   // An unknown profile is named by parseRunArgs below, not met here.
   typed.lockOverride = (PROFILES as readonly string[]).includes(typed.profile) ? lockOverrideOf(typed) : null;
   const args = runArgsOf(typed, false);
+  // Where the actors ran is not part of the run: a report's is not replayed
+  // (the replaying machine may have other CPUs); the library's run() takes it.
+  if (naming === 'api' && typed.simCpu !== undefined && typed.simCpu !== 'auto') args.push('--sim-cpu', typed.simCpu);
   try {
     return parseRunArgs([...args, ...extra]);
   } catch (e) {

@@ -64,6 +64,13 @@ export interface Report {
   /** Time from launch until every actor was running (the run clock starts then; elapsedMs does not include it). */
   startupMs: number;
   /**
+   * Sim mode: the CPU every actor thread was pinned to (--sim-cpu), null
+   * when they were not (threads mode, off, or pinning is not possible here).
+   * Where the run ran, not what it did (outside `schedule`, whose hash is the
+   * same either way). Absent in older reports.
+   */
+  pinnedCpu?: number | null;
+  /**
    * Harness failure or no work done (exit 3): the cause; a crashed worker's
    * message is followed by its stack on the next lines.
    */
@@ -194,7 +201,7 @@ export function formatSummary(r: Report, so: SummaryOptions = {}): string {
   );
   if (r.schedule) {
     const stop = r.schedule.stoppedAtStep != null ? `, stopped at step ${r.schedule.stoppedAtStep}` : '';
-    lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps${stop}, ${r.schedule.switches} switches${r.schedule.preemptions != null ? ` (${r.schedule.preemptions} preemptive)` : ''}${r.config.maxPreemptions != null ? ` of at most ${r.config.maxPreemptions}` : ''}, hash ${r.schedule.hash}`);
+    lines.push(`  schedule: ${r.schedule.strategy}, ${r.schedule.steps} steps${stop}, ${r.schedule.switches} switches${r.schedule.preemptions != null ? ` (${r.schedule.preemptions} preemptive)` : ''}${r.config.maxPreemptions != null ? ` of at most ${r.config.maxPreemptions}` : ''}, hash ${r.schedule.hash}${r.pinnedCpu != null ? `, actors on CPU ${r.pinnedCpu}` : ''}`);
   }
   if (r.error) {
     const [first, ...stack] = r.error.split('\n');

@@ -341,6 +341,8 @@ export interface RunEnd {
   finalCheck: boolean;
   /** Throughput samples (Report.timeline). */
   timeline?: Report['timeline'];
+  /** Sim mode: the CPU the actors were pinned to (--sim-cpu), null if none. */
+  pinnedCpu?: number | null;
   /** The run was cut short on purpose (a signal, --stop-step): not doing its work is then no failure. */
   cutShort: boolean;
 }
@@ -394,6 +396,7 @@ export function buildReport(run: Launched, o: RunOptions, end: RunEnd): Report {
         : 'threads mode: the same seeds and configuration are rerun, but thread interleavings are not reproducible; use --mode sim for an exact replay',
     elapsedMs: end.elapsedMs,
     startupMs: end.startupMs,
+    pinnedCpu: end.pinnedCpu ?? null,
     quiescentChecks,
     interrupted: signal !== null,
     signal,

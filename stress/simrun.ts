@@ -13,6 +13,8 @@ import { bumpControl } from '../src/actors/control.js';
 import type { RunOptions } from './options.js';
 import { type RunHooks, abortSignalName, buildReport, describeWait, launch, mmuLockHolder, shutdown, terminate } from './run.js';
 import { Timeline, type Report } from './report.js';
+import { simCpuFor } from './cpus.js';
+import { pinThreads } from '../src/sim/pin.js';
 import { CNT } from '../src/check/names.js';
 
 /** Scheduling points a guest access costs on average (for PCT's change points). */
@@ -39,7 +41,17 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   };
   const launchedAt = performance.now();
   const st = SimState.create(simCfg);
-  const run = launch(o, { sab: st.sab, cfg: simCfg });
+  // Every actor thread on one CPU (--sim-cpu): a cheaper hand-over, the same schedule.
+  const claim = simCpuFor(o.simCpu);
+  const tids = claim ? new Int32Array(new SharedArrayBuffer(4 * actors)) : null;
+  let pinned = false;
+  let run: ReturnType<typeof launch>;
+  try {
+    run = launch(o, { sab: st.sab, cfg: simCfg, tids: tids ? (tids.buffer as SharedArrayBuffer) : undefined });
+  } catch (e) {
+    claim?.release();
+    throw e;
+  }
   const kvm = run.kvm;
   const m = kvm.m;
   const main = new SimMain(st, m);
@@ -74,6 +86,8 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
   };
   try {
     await main.waitReady(actors, { get aborted() { return run.error() !== null; } });
+    // Every actor has written its thread id and waits for the baton: pin them all at once.
+    if (!run.error() && claim && tids) pinned = pinThreads([...tids], claim.cpu);
     if (!run.error()) {
       start = performance.now();
       lastStatus = start;
@@ -111,6 +125,8 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     }
   } finally {
     hooks.signal?.removeEventListener('abort', onAbort);
+    // The claim only balances runs over the CPUs: given back as the run ends, also when it throws.
+    claim?.release();
   }
   if (st.s[SIM.LIVELOCK]) {
     violations.push({
@@ -155,5 +171,6 @@ export async function runSim(o: RunOptions, hooks: RunHooks = {}): Promise<Repor
     finalCheck: !deadlocked,
     cutShort: signal !== null || schedule.stoppedAtStep !== null,
     timeline: timeline.points,
+    pinnedCpu: claim !== null && pinned ? claim.cpu : null,
   });
 }

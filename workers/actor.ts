@@ -8,6 +8,7 @@ import { Actor } from '../src/sync/actor.js';
 import { ChaosSched, FreeSched, spinsFor, type Sched } from '../src/sync/sched.js';
 import { ACTOR, ACTOR_WORDS, CTRL } from '../src/shm/layout.js';
 import { SimSched, SimState, type SimConfig } from '../src/sim/sched.js';
+import { threadId } from '../src/sim/pin.js';
 import type { ModelConfig } from '../src/config.js';
 import { type ActorParams, actorSeed } from '../src/actors/params.js';
 import { runVcpu } from '../src/actors/vcpu.js';
@@ -26,7 +27,8 @@ export interface ActorTask {
   /** Testing aid: throw after this many loop iterations (0 = never). */
   crashAfterTicks?: number;
   /** Sim mode: the scheduler's shared state. */
-  sim?: { sab: SharedArrayBuffer; cfg: SimConfig };
+  /** `tids`: where each actor writes its thread id (Int32 by actor id), for --sim-cpu. */
+  sim?: { sab: SharedArrayBuffer; cfg: SimConfig; tids?: SharedArrayBuffer };
   /**
    * Threads mode: the start gate, Int32 [booted, open]. The actor counts
    * itself booted and waits for the gate, so that the run clock and the
@@ -63,7 +65,11 @@ export default function actorTask(task: ActorTask): ActorResult {
     Atomics.notify(g, 0);
     while (Atomics.load(g, 1) === 0) Atomics.wait(g, 1, 0);
   }
-  if (simSched) simSched.start();
+  if (simSched) {
+    // --sim-cpu: the orchestrator pins this thread by its id once every actor is ready (src/sim/pin.ts).
+    if (task.sim!.tids) Atomics.store(new Int32Array(task.sim!.tids), task.id, Number(threadId() ?? 0));
+    simSched.start();
+  }
   try {
     if (task.crashAfterTicks) {
       const progress = kvm.actorWord(task.id, ACTOR.PROGRESS);

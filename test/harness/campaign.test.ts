@@ -40,7 +40,8 @@ function comparable(r: CampaignResult): Omit<CampaignResult, 'host'> {
 /** A report without its timings. */
 function reportShape(file: string): unknown {
   const r = JSON.parse(readFileSync(file, 'utf8')) as Report;
-  return { ...r, elapsedMs: 0, startupMs: 0, lock: null, timeline: null, schedule: r.schedule ? { ...r.schedule, wallMs: 0 } : null };
+  // Where and how long it ran differs between the two campaigns: not compared.
+  return { ...r, elapsedMs: 0, startupMs: 0, pinnedCpu: null, lock: null, timeline: null, schedule: r.schedule ? { ...r.schedule, wallMs: 0 } : null };
 }
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
