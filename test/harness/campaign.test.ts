@@ -106,6 +106,22 @@ describe('campaign', () => {
     }
   }, 90_000);
 
+  it('--sim-cpu reaches every job: each kept report was run with it (not part of the replay line)', async () => {
+    const dir = tmp();
+    const c = capture();
+    const args = ['--mode', 'sim', '--scenario', 'migrate', '--profile', 'fixed', '--bug', 'no-mark-dirty', '--vcpus', '1', '--guest-mem', '2M', '--ops', '300', '--host-ops', 'none', '--seeds', '1..2'];
+    const code = await main(['campaign', ...args, '--sim-cpu', 'off', '--jobs', '2', '--out', join(dir, 'out')], c.io);
+    expect(code, c.err.join('\n')).toBe(1);
+    const files = readdirSync(join(dir, 'out', 'failures'));
+    expect(files.length).toBe(2);
+    for (const f of files) {
+      const r = JSON.parse(readFileSync(join(dir, 'out', 'failures', f), 'utf8')) as Report;
+      expect(r.config.simCpu, f).toBe('off');
+      expect(r.pinnedCpu, f).toBeNull();
+      expect(r.replay).not.toMatch(/--sim-cpu/);
+    }
+  }, 60_000);
+
   it('shards split the jobs deterministically: every job in exactly one shard, balanced', () => {
     const { jobs } = campaignJobs(parseCampaignArgs([...FLAGS.slice(0, -2), '--seeds', '1..10']));
     expect(jobs).toHaveLength(20);
