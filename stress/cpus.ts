@@ -83,7 +83,7 @@ function withLock<T>(dir: string, fn: () => T): T {
 export function claimCpu(allowed: readonly number[], want: number | 'auto', dir = defaultDir()): CpuClaim {
   if (allowed.length === 0) throw new Error('claimCpu: no CPU allowed');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const file = withLock(dir, () => {
+  const { file, cpu } = withLock(dir, () => {
     const counts = new Map<number, number>(allowed.map((c) => [c, 0]));
     for (const name of readdirSync(dir)) {
       const m = /^cpu(\d+)\.(\d+)\.\d+$/.exec(name);
@@ -114,7 +114,7 @@ export function claimCpu(allowed: readonly number[], want: number | 'auto', dir 
     }
     const f = join(dir, `cpu${cpu}.${process.pid}.${seq++}`);
     writeFileSync(f, '');
-    return f;
+    return { file: f, cpu };
   });
   held.add(file);
   if (!exitHook) {
@@ -129,7 +129,6 @@ export function claimCpu(allowed: readonly number[], want: number | 'auto', dir 
       }
     });
   }
-  const cpu = Number(/cpu(\d+)\./.exec(file)![1]);
   return {
     cpu,
     release(): void {

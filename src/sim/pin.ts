@@ -3,8 +3,9 @@
  * nothing by sharing one CPU, and gain a cheaper hand-over: the baton passes
  * between two threads of the same core (a context switch) instead of waking
  * a thread on another core (an inter-processor interrupt, costly on virtual
- * machines). Node has no affinity call, so a thread pins itself with
- * taskset(1) on its own thread id (Linux only; elsewhere nothing is pinned).
+ * machines). Node has no affinity call: each actor thread writes its kernel
+ * thread id, and the orchestrator pins them all with taskset(1) once every
+ * actor is ready (Linux only; elsewhere nothing is pinned).
  * Pinning changes no schedule: the baton alone decides who runs.
  */
 import { spawnSync } from 'node:child_process';
